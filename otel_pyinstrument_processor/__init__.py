@@ -1,0 +1,47 @@
+"""pystrument's app-side library: pyinstrument call trees on OpenTelemetry spans.
+
+Add :class:`PyinstrumentSpanProcessor` to a TracerProvider (or call :func:`configure`);
+server-side code decodes the tree with :func:`decode_profile`. Importing this package starts
+no thread and no profiler.
+"""
+
+from __future__ import annotations
+
+from otel_pyinstrument_processor import attributes
+from otel_pyinstrument_processor.calltree import (
+    CallTreeNode,
+    PruneOptions,
+    build_call_tree,
+    flatten,
+    iter_nodes,
+    prune,
+)
+from otel_pyinstrument_processor.processor import ProcessorStats, PyinstrumentSpanProcessor
+from otel_pyinstrument_processor.setup import configure
+from otel_pyinstrument_processor.wire import (
+    PROFILE_FORMAT_V1,
+    EncodedProfile,
+    ProfileDecodeError,
+    ProfileTooLargeError,
+    decode_profile,
+    encode_profile,
+)
+
+__all__ = [
+    "PROFILE_FORMAT_V1",
+    "CallTreeNode",
+    "EncodedProfile",
+    "ProcessorStats",
+    "ProfileDecodeError",
+    "ProfileTooLargeError",
+    "PruneOptions",
+    "PyinstrumentSpanProcessor",
+    "attributes",
+    "build_call_tree",
+    "configure",
+    "decode_profile",
+    "encode_profile",
+    "flatten",
+    "iter_nodes",
+    "prune",
+]

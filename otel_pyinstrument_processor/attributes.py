@@ -1,0 +1,45 @@
+"""Every span attribute name pystrument reads or writes, in one place.
+
+The receiver and storage side import these names instead of spelling the strings, so
+renaming one is a wire-format change (see docs/wire-format.md).
+"""
+
+from __future__ import annotations
+
+PROFILE_TREE = "pystrument.profile.tree"
+"""str: the encoded call tree (see :func:`otel_pyinstrument_processor.decode_profile`)."""
+
+PROFILE_FORMAT = "pystrument.profile.format"
+"""str: how :data:`PROFILE_TREE` is encoded, version included: ``calltree/1;json+zlib+base64``."""
+
+PROFILE_SAMPLE_COUNT = "pystrument.profile.sample_count"
+"""int: number of stack samples pyinstrument took while the span was profiled."""
+
+PROFILE_INTERVAL = "pystrument.profile.interval"
+"""float: the configured pyinstrument sampling interval, in seconds."""
+
+PROFILE_DURATION = "pystrument.profile.duration"
+"""float: wall time the profiler ran, in seconds."""
+
+PROFILE_TRUNCATED = "pystrument.profile.truncated"
+"""bool: true when the size cap forced pruning beyond the configured thresholds."""
+
+CPU_TIME = "pystrument.cpu_time"
+"""float: CPU seconds consumed by the span's thread while profiled (``time.thread_time`` delta).
+
+Absent when the span ended on another thread than the one it started on."""
+
+PROFILE_REQUESTED = "pystrument.profile"
+"""bool, set by the user at span start: ``True`` asks for profiling of a non-SERVER span,
+``False`` opts a SERVER span out. Sampling still applies."""
+
+ALL_ATTRIBUTES = (
+    PROFILE_TREE,
+    PROFILE_FORMAT,
+    PROFILE_SAMPLE_COUNT,
+    PROFILE_INTERVAL,
+    PROFILE_DURATION,
+    PROFILE_TRUNCATED,
+    CPU_TIME,
+    PROFILE_REQUESTED,
+)

@@ -1,0 +1,277 @@
+"""The wire format of a call tree on a span attribute, and its public decoder.
+
+``calltree/1;json+zlib+base64``: a compact JSON document (string table + nodes as arrays in
+pre-order), zlib-compressed, base64-encoded because OpenTelemetry attribute values cannot be
+bytes. Layout, versioning rules and the size cap are documented in docs/wire-format.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import zlib
+from typing import Any, NamedTuple
+
+from otel_pyinstrument_processor.calltree import (
+    CallTreeNode,
+    PruneOptions,
+    copy_tree,
+    fold_small_frames,
+    iter_nodes,
+    limit_depth,
+)
+
+WIRE_VERSION = 1
+"""Version of the payload layout; also the ``v`` field inside the payload."""
+
+PROFILE_FORMAT_V1 = "calltree/1;json+zlib+base64"
+"""The value of the ``pystrument.profile.format`` attribute for this version."""
+
+DEFAULT_MAX_BYTES = 64 * 1024
+"""Default cap on the encoded text (base64 characters, i.e. bytes on the wire)."""
+
+MAX_DECOMPRESSED_BYTES = 16 * 1024 * 1024
+"""The decoder refuses payloads that inflate beyond this (decompression-bomb guard)."""
+
+MAX_ENCODED_CHARS = MAX_DECOMPRESSED_BYTES
+"""The decoder refuses encoded text longer than this without decoding it."""
+
+_FORMAT_RE = re.compile(r"calltree/(\d+);json\+zlib\+base64")
+_ZLIB_LEVEL = 6  # level 9 is ~2x slower for <1 % smaller output on these payloads
+_NODE_FIELDS = 7  # function, file, line, total_us, self_us, sample_count, child_count
+
+# Each rung is tried in turn when a profile is over the cap: (min_share, max_depth).
+_ESCALATION: tuple[tuple[float, int | None], ...] = (
+    (0.01, None),
+    (0.02, 128),
+    (0.05, 64),
+    (0.1, 32),
+    (0.1, 16),
+    (0.2, 8),
+)
+
+
+class ProfileDecodeError(ValueError):
+    """The attribute value is not a call tree this version of the decoder understands."""
+
+
+class ProfileTooLargeError(ValueError):
+    """Even the hardest pruning does not bring the tree under the size cap."""
+
+
+class EncodedProfile(NamedTuple):
+    """An encoded call tree, ready for the span attributes."""
+
+    tree: str
+    """The value for ``pystrument.profile.tree``."""
+    format: str
+    """The value for ``pystrument.profile.format``."""
+    truncated: bool
+    """True when the tree was pruned further than asked to fit the size cap."""
+
+
+def encode_profile(tree: CallTreeNode, *, max_bytes: int = DEFAULT_MAX_BYTES) -> EncodedProfile:
+    """Encode ``tree`` as text of at most ``max_bytes`` characters.
+
+    When the full tree is too large, a copy is pruned harder (higher min-share, then a depth
+    limit) until it fits and ``truncated`` is set; the original tree is not modified. Raises
+    :class:`ProfileTooLargeError` if even the hardest pruning does not fit.
+    """
+    raw = payload_json(tree)
+    text = _compress(raw)
+    if len(text) <= max_bytes:
+        return EncodedProfile(text, PROFILE_FORMAT_V1, False)
+    ratio = len(text) / len(raw)
+    work = copy_tree(tree)
+    # Folding and depth limits are monotone, so each rung can start from the previous one.
+    for min_share, max_depth in _ESCALATION:
+        options = PruneOptions(min_share=min_share, max_depth=max_depth)
+        work = limit_depth(fold_small_frames(work, options), options)
+        raw = payload_json(work)
+        if len(raw) * ratio > max_bytes * 1.5:
+            continue  # compressing is the expensive part: skip rungs that clearly won't fit
+        text = _compress(raw)
+        if len(text) <= max_bytes:
+            return EncodedProfile(text, PROFILE_FORMAT_V1, True)
+    raise ProfileTooLargeError(
+        f"call tree does not fit in {max_bytes} bytes even after maximal pruning "
+        f"({len(raw)} bytes of JSON left)"
+    )
+
+
+def to_payload(tree: CallTreeNode) -> dict[str, Any]:
+    """The JSON document (before compression) for ``tree``; see docs/wire-format.md."""
+    strings: list[str] = []
+    index: dict[str, int] = {}
+
+    def intern(value: str) -> int:
+        position = index.get(value)
+        if position is None:
+            position = index[value] = len(strings)
+            # Lone surrogates (undecodable file names) would make the UTF-8 step fail and
+            # are invalid in BSON downstream: keep them as visible escapes instead.
+            strings.append(value.encode("utf-8", "backslashreplace").decode("utf-8"))
+        return position
+
+    nodes = [
+        [
+            intern(node.function),
+            intern(node.file),
+            node.line,
+            _micros(node.total_time),
+            _micros(node.self_time),
+            node.sample_count,
+            len(node.children),
+        ]
+        for node, _depth in iter_nodes(tree)
+    ]
+    return {"v": WIRE_VERSION, "strings": strings, "nodes": nodes}
+
+
+def payload_json(tree: CallTreeNode) -> bytes:
+    """The uncompressed JSON bytes of :func:`to_payload` (what gets compressed)."""
+    return json.dumps(to_payload(tree), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _compress(raw: bytes) -> str:
+    return base64.b64encode(zlib.compress(raw, _ZLIB_LEVEL)).decode("ascii")
+
+
+def _micros(seconds: float) -> int:
+    return max(0, round(seconds * 1_000_000))
+
+
+def decode_profile(encoded: str, format: str | None = None) -> CallTreeNode:
+    """Decode a ``pystrument.profile.tree`` value back into a :class:`CallTreeNode`.
+
+    ``format`` is the ``pystrument.profile.format`` value if the span had one; it is checked
+    against the versions this decoder knows. Any problem with the input (not base64, not
+    zlib, too large when inflated, not JSON, unknown version, malformed node) raises
+    :class:`ProfileDecodeError` and nothing else.
+    """
+    try:
+        return _decode(encoded, format)
+    except ProfileDecodeError:
+        raise
+    except Exception as exc:  # a decoder bug must still look like bad input to callers
+        raise ProfileDecodeError(f"undecodable call tree: {type(exc).__name__}: {exc}") from exc
+
+
+def _decode(encoded: object, fmt: object) -> CallTreeNode:
+    version = _check_format(fmt)
+    if not isinstance(encoded, str):
+        raise ProfileDecodeError(f"call tree must be a str, got {type(encoded).__name__}")
+    if len(encoded) > MAX_ENCODED_CHARS:
+        raise ProfileDecodeError(f"call tree text is longer than {MAX_ENCODED_CHARS} characters")
+    try:
+        compressed = base64.b64decode(encoded.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error) as exc:
+        raise ProfileDecodeError(f"call tree is not valid base64: {exc}") from exc
+    raw = _inflate(compressed)
+    try:
+        payload = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProfileDecodeError(f"call tree payload is not UTF-8 JSON: {exc}") from exc
+    return _tree_from_payload(payload, version)
+
+
+def _check_format(fmt: object) -> int | None:
+    if fmt is None:
+        return None
+    match = _FORMAT_RE.fullmatch(fmt) if isinstance(fmt, str) else None
+    if match is None:
+        raise ProfileDecodeError(f"unknown call tree format {fmt!r}")
+    version = int(match.group(1))
+    if version != WIRE_VERSION:
+        raise ProfileDecodeError(
+            f"unsupported call tree version {version} (this decoder reads {WIRE_VERSION})"
+        )
+    return version
+
+
+def _inflate(compressed: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(compressed, MAX_DECOMPRESSED_BYTES)
+    except zlib.error as exc:
+        raise ProfileDecodeError(f"call tree is not valid zlib data: {exc}") from exc
+    if inflater.unconsumed_tail:
+        raise ProfileDecodeError(
+            f"call tree inflates beyond {MAX_DECOMPRESSED_BYTES} bytes; refusing to decode"
+        )
+    if not inflater.eof:
+        raise ProfileDecodeError("call tree zlib stream is truncated")
+    if inflater.unused_data:
+        raise ProfileDecodeError("call tree has trailing bytes after the zlib stream")
+    return raw
+
+
+def _tree_from_payload(payload: object, format_version: int | None) -> CallTreeNode:
+    if not isinstance(payload, dict):
+        raise ProfileDecodeError("call tree payload must be a JSON object")
+    version = payload.get("v")
+    if not _is_int(version):
+        raise ProfileDecodeError("call tree payload has no integer version field 'v'")
+    if version != WIRE_VERSION:
+        raise ProfileDecodeError(
+            f"unsupported call tree version {version} (this decoder reads {WIRE_VERSION})"
+        )
+    if format_version is not None and format_version != version:
+        raise ProfileDecodeError("call tree format attribute and payload version disagree")
+    strings = payload.get("strings")
+    nodes = payload.get("nodes")
+    if not isinstance(strings, list) or not all(isinstance(s, str) for s in strings):
+        raise ProfileDecodeError("call tree payload 'strings' must be a list of strings")
+    try:
+        "".join(strings).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ProfileDecodeError("call tree string table is not valid Unicode") from exc
+    if not isinstance(nodes, list) or not nodes:
+        raise ProfileDecodeError("call tree payload 'nodes' must be a non-empty list")
+
+    root: CallTreeNode | None = None
+    open_parents: list[list[Any]] = []  # [node, children still to come]
+    for position, raw in enumerate(nodes):
+        node, child_count = _node_from_array(raw, strings, position)
+        if root is None:
+            root = node
+        elif not open_parents:
+            raise ProfileDecodeError(f"node {position} is outside the root's subtree")
+        else:
+            parent = open_parents[-1]
+            parent[0].children.append(node)
+            parent[1] -= 1
+            if parent[1] == 0:
+                open_parents.pop()
+        if child_count:
+            open_parents.append([node, child_count])
+    if open_parents or root is None:
+        raise ProfileDecodeError("call tree ends before every node's children were listed")
+    return root
+
+
+def _node_from_array(raw: object, strings: list[str], position: int) -> tuple[CallTreeNode, int]:
+    # Later minor revisions may append fields to a node: extra trailing elements are ignored.
+    if not isinstance(raw, list) or len(raw) < _NODE_FIELDS:
+        raise ProfileDecodeError(f"node {position} must be an array of {_NODE_FIELDS} fields")
+    fields = raw[:_NODE_FIELDS]
+    if not all(_is_int(value) and value >= 0 for value in fields):
+        raise ProfileDecodeError(f"node {position} fields must be non-negative integers")
+    function, file, line, total_us, self_us, samples, child_count = fields
+    if function >= len(strings) or file >= len(strings):
+        raise ProfileDecodeError(f"node {position} refers to a string index out of range")
+    node = CallTreeNode(
+        function=strings[function],
+        file=strings[file],
+        line=line,
+        total_time=total_us / 1_000_000,
+        self_time=self_us / 1_000_000,
+        sample_count=samples,
+    )
+    return node, child_count
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
