@@ -1,0 +1,37 @@
+# The two commands: `make run` (the whole platform on the embedded store) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint demo venv clean help
+
+help:
+	@echo "make run    set up .venv and run 'pystrument up' (embedded store + OTLP receiver)"
+	@echo "make test   set up .venv, lint (ruff, import-linter), run the test suite"
+	@echo "make demo   send traffic from the example Flask app to a running 'make run'"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/pystrument up
+
+demo: $(STAMP)
+	$(BIN)/pystrument demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

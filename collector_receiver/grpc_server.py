@@ -1,0 +1,85 @@
+"""OTLP/gRPC: the TraceService/Export endpoint (port 4317 by default).
+
+A thin transport: it reads the key from metadata, hands the request to the shared
+`TraceIngestor` and maps failures through `errors.classify`.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from collector_receiver.auth import key_from_headers
+from collector_receiver.errors import classify
+from collector_receiver.ingest import TraceIngestor
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class GrpcOptions:
+    host: str = "0.0.0.0"
+    port: int = 4317
+    max_workers: int = 16
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_concurrent_streams: int = 100
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+
+class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, ingestor: TraceIngestor):
+        self._ingestor = ingestor
+
+    def Export(
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        context: grpc.ServicerContext,
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        key = key_from_headers(context.invocation_metadata())
+        try:
+            outcome = self._ingestor.export(key, request)
+        except Exception as exc:
+            status = classify(exc)
+            if status.grpc_code == grpc.StatusCode.INTERNAL:
+                logger.exception("export failed")
+            else:
+                logger.info("export refused (%s): %s", status.grpc_code.name, exc)
+            context.abort(status.grpc_code, status.message)
+        response = trace_service_pb2.ExportTraceServiceResponse()
+        if outcome.rejected:
+            response.partial_success.rejected_spans = outcome.rejected
+            response.partial_success.error_message = outcome.error_message
+        return response
+
+
+def build_server(ingestor: TraceIngestor, options: GrpcOptions) -> tuple[grpc.Server, int]:
+    """A started-ready (not yet started) gRPC server and the port it bound."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="otlp-grpc"),
+        options=[
+            ("grpc.max_receive_message_length", options.max_message_bytes),
+            ("grpc.max_concurrent_streams", options.max_concurrent_streams),
+        ],
+    )
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(ingestor), server)
+    address = f"{options.host}:{options.port}"
+    if options.tls_cert_file and options.tls_key_file:
+        credentials = grpc.ssl_server_credentials(
+            [(Path(options.tls_key_file).read_bytes(), Path(options.tls_cert_file).read_bytes())]
+        )
+        port = server.add_secure_port(address, credentials)
+    elif options.tls_cert_file or options.tls_key_file:
+        raise ValueError("TLS needs both a certificate file and a key file")
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind the OTLP/gRPC receiver to {address}")
+    return server, port

@@ -1,0 +1,126 @@
+"""OTLP trace requests (protobuf messages) into the store's transport-neutral `ResourceSpans`.
+
+Both transports hand their decoded `ExportTraceServiceRequest` here. Invalid spans (bad id
+lengths, missing timestamps) are counted and described, never stored; the valid spans of the
+same request still are (OTLP partial success).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from storage_backend import ResourceSpans, SpanData
+
+_KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
+_STATUS = ("unset", "ok", "error")
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+
+
+@dataclass(slots=True)
+class DecodedRequest:
+    """The valid spans of a request, and what was rejected and why (first reason only)."""
+
+    batch: list[ResourceSpans]
+    accepted: int
+    rejected: int
+    error_message: str
+
+
+def any_value(value: AnyValue) -> Any:
+    """An OTLP AnyValue as a plain Python/BSON value (bytes become hex text)."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return attributes_dict(value.kvlist_value.values)
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    return getattr(value, kind)
+
+
+def attributes_dict(kvs: Any) -> dict[str, Any]:
+    """Repeated KeyValue as a dict; a later duplicate key wins, as in the SDKs."""
+    return {kv.key: any_value(kv.value) for kv in kvs}
+
+
+def _span_problem(span: Any) -> str | None:
+    if len(span.trace_id) != 16 or span.trace_id == _ZERO_TRACE:
+        return f"span {span.name!r}: trace_id must be 16 non-zero bytes, got {len(span.trace_id)}"
+    if len(span.span_id) != 8 or span.span_id == _ZERO_SPAN:
+        return f"span {span.name!r}: span_id must be 8 non-zero bytes, got {len(span.span_id)}"
+    if len(span.parent_span_id) not in (0, 8):
+        return f"span {span.name!r}: parent_span_id must be empty or 8 bytes"
+    if span.start_time_unix_nano == 0 or span.end_time_unix_nano == 0:
+        return f"span {span.name!r}: start_time_unix_nano and end_time_unix_nano are required"
+    return None
+
+
+def _events(span: Any) -> list[dict[str, Any]]:
+    return [
+        {"time_ns": e.time_unix_nano, "name": e.name, "attributes": attributes_dict(e.attributes)}
+        for e in span.events
+    ]
+
+
+def _links(span: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "trace_id": link.trace_id.hex(),
+            "span_id": link.span_id.hex(),
+            "attributes": attributes_dict(link.attributes),
+        }
+        for link in span.links
+    ]
+
+
+def decode_request(request: ExportTraceServiceRequest) -> DecodedRequest:
+    """Split a request into valid spans (grouped by resource) and a rejection count."""
+    batch: list[ResourceSpans] = []
+    accepted = rejected = 0
+    first_problem = ""
+    for resource_spans in request.resource_spans:
+        resource = attributes_dict(resource_spans.resource.attributes)
+        spans: list[SpanData] = []
+        for scope_spans in resource_spans.scope_spans:
+            scope_name = scope_spans.scope.name
+            scope_version = scope_spans.scope.version
+            for span in scope_spans.spans:
+                problem = _span_problem(span)
+                if problem:
+                    rejected += 1
+                    first_problem = first_problem or problem
+                    continue
+                kind = span.kind if 0 <= span.kind < len(_KINDS) else 0
+                status = span.status.code if 0 <= span.status.code < len(_STATUS) else 0
+                spans.append(
+                    SpanData(
+                        trace_id=span.trace_id.hex(),
+                        span_id=span.span_id.hex(),
+                        parent_span_id=span.parent_span_id.hex() or None,
+                        name=span.name,
+                        kind=_KINDS[kind],
+                        start_time_ns=span.start_time_unix_nano,
+                        end_time_ns=span.end_time_unix_nano,
+                        attributes=attributes_dict(span.attributes),
+                        status_code=_STATUS[status],
+                        status_message=span.status.message,
+                        events=_events(span),
+                        links=_links(span),
+                        scope_name=scope_name,
+                        scope_version=scope_version,
+                    )
+                )
+        if spans:
+            accepted += len(spans)
+            batch.append(ResourceSpans(resource=resource, spans=spans))
+    message = ""
+    if rejected:
+        message = f"{rejected} span(s) rejected as invalid; first: {first_problem}"
+    return DecodedRequest(batch=batch, accepted=accepted, rejected=rejected, error_message=message)

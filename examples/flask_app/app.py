@@ -1,0 +1,168 @@
+"""A small shop API in Flask, instrumented with OpenTelemetry and pystrument.
+
+Run it against `pystrument up`:
+
+    export PYSTRUMENT_PROJECT_KEY=<key printed by pystrument up>
+    python examples/flask_app/app.py          # serves on http://127.0.0.1:5000
+
+`/api/reports/sales` is deliberately slow: a CPU-heavy helper (`compute_sales_statistics`)
+and a blocking wait on a pretend upstream service (`fetch_exchange_rates`).
+`/api/orders` runs one query per order (an N+1 pattern).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sqlite3
+import threading
+import time
+
+from flask import Flask, abort, g, jsonify, request
+
+_SEED_LOCK = threading.Lock()
+DB_PATH = "file:pystrument-demo-shop?mode=memory&cache=shared"
+_KEEPALIVE: sqlite3.Connection | None = None  # holds the shared in-memory DB open
+
+
+def _connect() -> sqlite3.Connection:
+    return sqlite3.connect(DB_PATH, uri=True, check_same_thread=False)
+
+
+def _seed() -> None:
+    global _KEEPALIVE
+    with _SEED_LOCK:
+        if _KEEPALIVE is not None:
+            return
+        conn = _connect()
+        rng = random.Random(7)
+        conn.executescript(
+            """
+            CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, email TEXT);
+            CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER, total REAL);
+            CREATE TABLE items (id INTEGER PRIMARY KEY, order_id INTEGER, sku TEXT, qty INTEGER);
+            """
+        )
+        conn.executemany(
+            "INSERT INTO users VALUES (?, ?, ?)",
+            [(i, f"user{i}", f"user{i}@example.com") for i in range(1, 201)],
+        )
+        conn.executemany(
+            "INSERT INTO orders VALUES (?, ?, ?)",
+            [(i, rng.randint(1, 200), round(rng.uniform(5, 500), 2)) for i in range(1, 501)],
+        )
+        conn.executemany(
+            "INSERT INTO items VALUES (?, ?, ?, ?)",
+            [(i, rng.randint(1, 500), f"SKU-{rng.randint(1, 90)}", rng.randint(1, 4))
+             for i in range(1, 2001)],
+        )  # fmt: skip
+        conn.commit()
+        _KEEPALIVE = conn
+
+
+def get_db() -> sqlite3.Connection:
+    if "db" not in g:
+        g.db = _connect()
+    return g.db
+
+
+def compute_sales_statistics(values: list[float]) -> dict[str, float]:
+    """Deliberately CPU-heavy: a naive O(n^2) statistic over the order totals."""
+    n = len(values)
+    mean = sum(values) / n
+    gini_sum = 0.0
+    for a in values:
+        for b in values:
+            gini_sum += abs(a - b)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / n)
+    return {"mean": mean, "stddev": spread, "gini": gini_sum / (2 * n * n * mean)}
+
+
+def fetch_exchange_rates() -> dict[str, float]:
+    """Deliberately blocking: stands in for a slow upstream HTTP call."""
+    time.sleep(float(os.environ.get("DEMO_UPSTREAM_DELAY", "0.12")))
+    return {"EUR": 0.92, "GBP": 0.79}
+
+
+def load_items(conn: sqlite3.Connection, order_id: int) -> list[dict[str, object]]:
+    rows = conn.execute("SELECT sku, qty FROM items WHERE order_id = ?", (order_id,)).fetchall()
+    return [{"sku": sku, "qty": qty} for sku, qty in rows]
+
+
+def create_app() -> Flask:
+    _seed()
+    app = Flask(__name__)
+
+    @app.teardown_appcontext
+    def _close_db(_exc: BaseException | None) -> None:
+        db = g.pop("db", None)
+        if db is not None:
+            db.close()
+
+    @app.get("/")
+    def index():
+        return jsonify(service="shop", endpoints=[str(r) for r in app.url_map.iter_rules()])
+
+    @app.get("/api/users")
+    def list_users():
+        limit = min(int(request.args.get("limit", 20)), 100)
+        rows = get_db().execute("SELECT id, name, email FROM users LIMIT ?", (limit,)).fetchall()
+        return jsonify([{"id": i, "name": n, "email": e} for i, n, e in rows])
+
+    @app.get("/api/users/<int:user_id>")
+    def get_user(user_id: int):
+        row = (
+            get_db()
+            .execute("SELECT id, name, email FROM users WHERE id = ?", (user_id,))
+            .fetchone()
+        )
+        if row is None:
+            abort(404)
+        return jsonify(id=row[0], name=row[1], email=row[2])
+
+    @app.get("/api/orders")
+    def list_orders():
+        conn = get_db()
+        orders = conn.execute("SELECT id, user_id, total FROM orders LIMIT 40").fetchall()
+        # N+1: one items query per order instead of one join.
+        return jsonify(
+            [
+                {"id": oid, "user_id": uid, "total": total, "items": load_items(conn, oid)}
+                for oid, uid, total in orders
+            ]
+        )
+
+    @app.get("/api/reports/sales")
+    def sales_report():
+        totals = [t for (t,) in get_db().execute("SELECT total FROM orders").fetchall()]
+        stats = compute_sales_statistics(totals)
+        rates = fetch_exchange_rates()
+        return jsonify(stats=stats, rates=rates)
+
+    @app.get("/api/fail")
+    def fail():
+        raise RuntimeError("demo failure")
+
+    return app
+
+
+def instrumented_app() -> tuple[Flask, object]:
+    """The app with OpenTelemetry's Flask instrumentation and pystrument's processor.
+
+    Configuration comes from the environment: OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME,
+    PYSTRUMENT_PROJECT_KEY, PYSTRUMENT_SAMPLING_RATE, ...
+    """
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    from otel_pyinstrument_processor import configure
+
+    provider = configure(service_name=os.environ.get("OTEL_SERVICE_NAME", "shop-flask"))
+    app = create_app()
+    FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
+    return app, provider
+
+
+if __name__ == "__main__":
+    application, _provider = instrumented_app()
+    application.run(host="127.0.0.1", port=int(os.environ.get("PORT", "5000")), threaded=True)

@@ -1,0 +1,3 @@
+from pystrument.cli import main
+
+raise SystemExit(main())

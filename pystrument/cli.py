@@ -1,0 +1,338 @@
+"""The `pystrument` command: run the platform, manage projects, try the demo.
+
+pystrument up                 store (embedded unless PYSTRUMENT_MONGODB_URL) + receiver
+pystrument receiver           the OTLP receiver alone, against PYSTRUMENT_MONGODB_URL
+pystrument projects create N  create a project and print its key (shown once)
+pystrument projects list      list projects (never their keys)
+pystrument demo               run the example Flask app against a running `pystrument up`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from pystrument import __version__
+from pystrument.settings import ServerSettings, load_settings
+
+logger = logging.getLogger("pystrument")
+
+EPILOG = """\
+Configuration: flags override PYSTRUMENT_* environment variables, which override the YAML
+file given by --config or PYSTRUMENT_CONFIG. Keys: see docs/configuration.md.
+Key environment variables:
+  PYSTRUMENT_MONGODB_URL   MongoDB to use (unset: start the embedded server)
+  PYSTRUMENT_DATA_DIR      where the embedded store keeps its data
+                           (default ~/.local/share/pystrument)
+  PYSTRUMENT_GRPC_PORT     OTLP/gRPC port (default 4317)
+"""
+
+
+def _add_server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML configuration file (also PYSTRUMENT_CONFIG)")
+    p.add_argument("--mongodb-url", help="MongoDB URL (also PYSTRUMENT_MONGODB_URL)")
+    p.add_argument("--data-dir", help="data directory of the embedded store")
+    p.add_argument("--grpc-host", help="OTLP/gRPC bind address (default 0.0.0.0)")
+    p.add_argument("--grpc-port", type=int, help="OTLP/gRPC port (default 4317; 0 = any free)")
+    p.add_argument("--http-host", help="HTTP bind address (default 0.0.0.0)")
+    p.add_argument("--http-port", type=int, help="HTTP port: OTLP/HTTP, REST API (default 4318)")
+    p.add_argument("--grpc-max-message-bytes", type=int, help="largest OTLP/gRPC message")
+    p.add_argument("--tls-cert-file", help="TLS certificate (PEM) for the receiver")
+    p.add_argument("--tls-key-file", help="TLS private key (PEM) for the receiver")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pystrument",
+        description="pystrument: pyinstrument call trees of your slow requests, over "
+        "OpenTelemetry (OTLP), stored in MongoDB.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pystrument {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    up = sub.add_parser(
+        "up",
+        help="run the whole platform: store (embedded by default) and OTLP receiver",
+        description="Start the store (the embedded MongoDB-compatible server unless "
+        "PYSTRUMENT_MONGODB_URL is set) and the OTLP/gRPC receiver; create the default "
+        "project on first start and print its key. Ctrl-C or SIGTERM stops everything.",
+    )
+    _add_server_flags(up)
+
+    receiver = sub.add_parser(
+        "receiver",
+        help="run the OTLP receiver alone against PYSTRUMENT_MONGODB_URL",
+        description="Run only the OTLP/gRPC receiver. Needs PYSTRUMENT_MONGODB_URL (or "
+        "--mongodb-url): receivers are stateless and share one MongoDB.",
+    )
+    _add_server_flags(receiver)
+
+    projects = sub.add_parser("projects", help="create and list projects")
+    psub = projects.add_subparsers(dest="projects_command", metavar="ACTION", required=True)
+    create = psub.add_parser("create", help="create a project and print its key (shown once)")
+    create.add_argument("name")
+    create.add_argument("--description", default="")
+    create.add_argument(
+        "--framework", default="other", choices=["flask", "django", "fastapi", "other"]
+    )
+    create.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_server_flags(create)
+    listing = psub.add_parser("list", help="list projects (keys are never shown)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_server_flags(listing)
+    rotate = psub.add_parser("rotate-key", help="give a project a new key; the old one stops")
+    rotate.add_argument("name")
+    rotate.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_server_flags(rotate)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the example Flask app against a running `pystrument up` and send traffic",
+        description="Runs examples/flask_app with pystrument's processor, exporting to the "
+        "receiver, drives some requests through it, and reports what arrived.",
+    )
+    demo.add_argument("--endpoint", help="OTLP/gRPC endpoint (default http://localhost:4317)")
+    demo.add_argument("--key", help="project key (default: PYSTRUMENT_PROJECT_KEY, or the key "
+                      "file `pystrument up` keeps in the data dir)")  # fmt: skip
+    demo.add_argument("--requests", type=int, default=30, help="how many requests to send")
+    demo.add_argument("--data-dir", help="data directory of `pystrument up`")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> ServerSettings:
+    return load_settings(
+        getattr(args, "config", None),
+        mongodb_url=getattr(args, "mongodb_url", None),
+        data_dir=getattr(args, "data_dir", None),
+        grpc_host=getattr(args, "grpc_host", None),
+        grpc_port=getattr(args, "grpc_port", None),
+        grpc_max_message_bytes=getattr(args, "grpc_max_message_bytes", None),
+        http_host=getattr(args, "http_host", None),
+        http_port=getattr(args, "http_port", None),
+        tls_cert_file=getattr(args, "tls_cert_file", None),
+        tls_key_file=getattr(args, "tls_key_file", None),
+        log_level=getattr(args, "log_level", None),
+    )
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+class _StopSignal:
+    """SIGTERM and Ctrl-C as one event, installed before anything starts, so a signal that
+    arrives during start-up still leads to a clean shutdown."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous = signal.signal(signal.SIGTERM, lambda *_: self.event.set())
+
+    def wait(self) -> None:
+        try:
+            while not self.event.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
+    from pystrument.server import (
+        Receiver,
+        ensure_default_project,
+        remove_runtime_info,
+        write_runtime_info,
+    )
+    from storage_backend import Store, StoreError
+
+    settings = _settings(args)
+    _configure_logging(settings.log_level)
+    if not with_default_project and not settings.mongodb_url:
+        print(
+            "pystrument receiver: set PYSTRUMENT_MONGODB_URL (or --mongodb-url); "
+            "use `pystrument up` for the embedded store",
+            file=sys.stderr,
+        )
+        return 2
+    stop = _StopSignal()
+    try:
+        store = Store.open(settings.store_settings())
+    except StoreError as exc:
+        stop.restore()
+        print(f"pystrument: cannot open the store: {exc}", file=sys.stderr)
+        return 1
+    receiver = None
+    try:
+        default = None
+        if with_default_project:
+            default = ensure_default_project(
+                store, settings.data_dir, keep_key_file=store.embedded is not None
+            )
+        receiver = Receiver(store, settings)
+        receiver.start()
+        scheme = "https" if receiver.tls else "http"
+        host = "localhost" if settings.grpc_host in ("0.0.0.0", "::") else settings.grpc_host
+        lines = [
+            "",
+            "pystrument is up.",
+            f"  OTLP/gRPC endpoint : {scheme}://{host}:{receiver.grpc_port}",
+            f"  HTTP               : {scheme}://{host}:{receiver.http_port}  (/health, /docs)",
+            f"  MongoDB            : {store.url}"
+            + ("  (embedded, data in " + str(settings.data_dir) + ")" if store.embedded else ""),
+        ]
+        if default is not None:
+            if default.key:
+                lines.append(f"  Project 'default'  : key {default.key}")
+            else:
+                lines.append(
+                    "  Project 'default'  : key not shown again; "
+                    "`pystrument projects rotate-key default` makes a new one"
+                )
+            lines += [
+                "",
+                "Point an app at it:",
+                f"  export OTEL_EXPORTER_OTLP_ENDPOINT={scheme}://{host}:{receiver.grpc_port}",
+                "  export PYSTRUMENT_PROJECT_KEY=<the key above>",
+                "Try it: `make demo` (or `pystrument demo`) in another shell. Ctrl-C stops.",
+            ]
+        print("\n".join(lines), flush=True)
+        if with_default_project:
+            write_runtime_info(
+                settings.data_dir,
+                {
+                    "grpc_endpoint": f"{scheme}://{host}:{receiver.grpc_port}",
+                    "http_endpoint": f"{scheme}://{host}:{receiver.http_port}",
+                    "mongodb_url": store.url,
+                    "database": settings.mongodb_database,
+                    "pid": os.getpid(),
+                },
+            )
+        stop.wait()
+        print("pystrument: shutting down...", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print("pystrument: interrupted during start-up, shutting down...", file=sys.stderr)
+    finally:
+        stop.restore()
+        if receiver is not None:
+            receiver.stop()
+        if with_default_project:
+            remove_runtime_info(settings.data_dir)
+        store.close()
+    print("pystrument: stopped.", file=sys.stderr, flush=True)
+    return 0
+
+
+def _open_store_for_admin(args: argparse.Namespace) -> Any:
+    from pystrument.server import open_admin_store
+
+    settings = _settings(args)
+    _configure_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    return open_admin_store(settings)
+
+
+def cmd_projects(args: argparse.Namespace) -> int:
+    from storage_backend import ProjectNameExistsError, StoreError
+
+    try:
+        store = _open_store_for_admin(args)
+    except StoreError as exc:
+        print(f"pystrument: cannot open the store: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.projects_command == "create":
+            try:
+                project, key = store.projects.create(
+                    args.name, description=args.description, framework=args.framework
+                )
+            except ProjectNameExistsError as exc:
+                print(f"pystrument: {exc}", file=sys.stderr)
+                return 1
+            if args.json:
+                print(json.dumps({"id": project.id, "name": project.name, "key": key}))
+            else:
+                print(f"Created project {project.name!r} ({project.id}).")
+                print(f"Key (shown once, keep it secret): {key}")
+        elif args.projects_command == "rotate-key":
+            project = store.projects.find_by_name(args.name)
+            if project is None:
+                print(f"pystrument: no project named {args.name!r}", file=sys.stderr)
+                return 1
+            key = store.projects.rotate_key(project.id)
+            if args.json:
+                print(json.dumps({"id": project.id, "name": project.name, "key": key}))
+            else:
+                print(f"New key for {project.name!r} (shown once; the old key no longer works):")
+                print(key)
+        else:
+            projects = store.projects.list()
+            if args.json:
+                print(json.dumps([_project_json(p) for p in projects]))
+            elif not projects:
+                print("No projects yet: `pystrument projects create NAME`.")
+            else:
+                print(f"{'ID':<18} {'NAME':<24} {'KEY PREFIX':<14} LAST ACTIVITY")
+                for p in projects:
+                    activity = (
+                        p.last_activity.isoformat(timespec="seconds") if p.last_activity else "-"
+                    )
+                    print(f"{p.id:<18} {p.name:<24} {p.key_prefix + '…':<14} {activity}")
+    finally:
+        store.close()
+    return 0
+
+
+def _project_json(p: Any) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "description": p.description,
+        "framework": p.framework,
+        "status": p.status,
+        "key_prefix": p.key_prefix,
+        "created_at": p.created_at.isoformat(),
+        "last_activity": p.last_activity.isoformat() if p.last_activity else None,
+    }
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pystrument.demo import run_demo
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run_demo(
+        endpoint=args.endpoint, key=args.key, requests=args.requests, data_dir=args.data_dir
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        return cmd_serve(args, with_default_project=True)
+    if args.command == "receiver":
+        return cmd_serve(args, with_default_project=False)
+    if args.command == "projects":
+        return cmd_projects(args)
+    if args.command == "demo":
+        return cmd_demo(args)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

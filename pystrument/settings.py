@@ -1,0 +1,95 @@
+"""Server settings: defaults < YAML file < PYSTRUMENT_* environment variables < CLI flags.
+
+Every key is documented in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from storage_backend import StoreSettings
+from storage_backend.embedded import default_data_dir
+
+
+class ServerSettings(BaseSettings):
+    """The platform's configuration (receiver, store, CLI)."""
+
+    model_config = SettingsConfigDict(env_prefix="PYSTRUMENT_", extra="forbid")
+
+    mongodb_url: str | None = Field(
+        None, description="MongoDB URL; unset = start the embedded server"
+    )
+    mongodb_database: str = Field("pystrument", description="database name")
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="embedded store and key file"
+    )
+    retention_days: int = Field(30, ge=1, description="default days data is kept")
+    grpc_host: str = Field("0.0.0.0", description="OTLP/gRPC bind address")
+    grpc_port: int = Field(4317, ge=0, le=65535, description="OTLP/gRPC port")
+    grpc_max_message_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="largest accepted OTLP/gRPC message"
+    )
+    grpc_max_workers: int = Field(16, ge=1, description="gRPC handler threads")
+    grpc_max_concurrent_streams: int = Field(100, ge=1, description="per connection")
+    http_host: str = Field("0.0.0.0", description="HTTP bind address (OTLP/HTTP, REST API)")
+    http_port: int = Field(4318, ge=0, le=65535, description="HTTP port (OTLP/HTTP, REST API)")
+    tls_cert_file: Path | None = Field(None, description="TLS certificate (PEM) for receivers")
+    tls_key_file: Path | None = Field(None, description="TLS private key (PEM) for receivers")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("PYSTRUMENT_CONFIG")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    def store_settings(self) -> StoreSettings:
+        return StoreSettings(
+            mongodb_url=self.mongodb_url,
+            database=self.mongodb_database,
+            data_dir=self.data_dir,
+            retention_days=self.retention_days,
+        )
+
+
+def load_settings(config_file: str | None = None, **overrides: Any) -> ServerSettings:
+    """Settings from the YAML file (`config_file` or PYSTRUMENT_CONFIG), the environment and
+    `overrides` (CLI flags; None values are ignored). Raises SystemExit with a message that
+    names the bad key."""
+    if config_file:
+        if not Path(config_file).is_file():
+            raise SystemExit(f"pystrument: config file {config_file} does not exist")
+        os.environ["PYSTRUMENT_CONFIG"] = config_file
+    elif (
+        os.environ.get("PYSTRUMENT_CONFIG") and not Path(os.environ["PYSTRUMENT_CONFIG"]).is_file()
+    ):
+        raise SystemExit(
+            f"pystrument: PYSTRUMENT_CONFIG={os.environ['PYSTRUMENT_CONFIG']} does not exist"
+        )
+    try:
+        return ServerSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SystemExit(f"pystrument: invalid configuration: {problems}") from None

@@ -1,0 +1,235 @@
+"""Documents for `performance_records` (one per entry span) and `spans` (grouped per trace).
+
+Both are written with deterministic `_id`s, so an exporter's retry of a request that was
+partly written before a failure stores nothing twice: duplicates are recognised and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qs
+
+from otel_pyinstrument_processor import attributes as profile_attrs
+from storage_backend.models import ResourceSpans, SpanData
+
+# The profile lives in the performance record; a span document would only carry it twice.
+_PROFILE_ATTRIBUTES = frozenset(
+    {
+        profile_attrs.PROFILE_TREE,
+        profile_attrs.PROFILE_FORMAT,
+    }
+)
+
+
+def _first(attrs: dict[str, Any], *names: str) -> Any:
+    """The first attribute present among `names`: stable semconv first, then the old names."""
+    for name in names:
+        value = attrs.get(name)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _ns_to_datetime(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+
+
+def is_entry_span(span: SpanData) -> bool:
+    """An entry span starts a unit of work in a process: a SERVER or CONSUMER span, or any span
+    that carries a call tree (the user asked for it to be profiled)."""
+    return span.kind in ("server", "consumer") or profile_attrs.PROFILE_TREE in span.attributes
+
+
+def _headers(attrs: dict[str, Any]) -> dict[str, Any]:
+    prefix = "http.request.header."
+    return {k[len(prefix) :]: v for k, v in attrs.items() if k.startswith(prefix)}
+
+
+def endpoint_of(method: str | None, route: str | None, name: str) -> str:
+    """The grouping key of a request: 'GET /users/<id>' (the route template, not the path)."""
+    if route:
+        return f"{method} {route}" if method else route
+    return name
+
+
+def build_performance_record(
+    project_id: str,
+    span: SpanData,
+    resource: dict[str, Any],
+    *,
+    retention: timedelta,
+    received_at: datetime,
+) -> dict[str, Any]:
+    """The `performance_records` document of one entry span (the seed's fields that exist)."""
+    a = span.attributes
+    method = _first(a, "http.request.method", "http.method")
+    route = _first(a, "http.route")
+    path = _first(a, "url.path", "http.target")
+    query = _first(a, "url.query")
+    if path and "?" in str(path):
+        path, _, query = str(path).partition("?")
+    status_code = _as_int(_first(a, "http.response.status_code", "http.status_code"))
+    is_error = span.status_code == "error" or (status_code is not None and status_code >= 500)
+    started = _ns_to_datetime(span.start_time_ns)
+
+    metrics: dict[str, Any] = {"total_duration": span.duration_s}
+    cpu = a.get(profile_attrs.CPU_TIME)
+    if cpu is not None:
+        metrics["cpu_time"] = float(cpu)
+
+    profile = None
+    if profile_attrs.PROFILE_TREE in a:
+        profile = {
+            "tree": a[profile_attrs.PROFILE_TREE],
+            "format": a.get(profile_attrs.PROFILE_FORMAT),
+            "sample_count": _as_int(a.get(profile_attrs.PROFILE_SAMPLE_COUNT)),
+            "interval": a.get(profile_attrs.PROFILE_INTERVAL),
+            "duration": a.get(profile_attrs.PROFILE_DURATION),
+            "truncated": bool(a.get(profile_attrs.PROFILE_TRUNCATED, False)),
+        }
+
+    return {
+        "_id": span.trace_id + span.span_id,
+        "project_id": project_id,
+        "trace_id": span.trace_id,
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id,
+        "name": span.name,
+        "kind": span.kind,
+        "endpoint": endpoint_of(method, route, span.name),
+        "service": {
+            "name": resource.get("service.name"),
+            "namespace": resource.get("service.namespace"),
+            "instance_id": resource.get("service.instance.id"),
+        },
+        "request_info": {
+            "method": method,
+            "path": path,
+            "route": route,
+            "query_params": parse_qs(str(query)) if query else {},
+            "headers": _headers(a),
+            "user_agent": _first(a, "user_agent.original", "http.user_agent"),
+            "remote_ip": _first(a, "client.address", "http.client_ip", "net.peer.ip"),
+            "scheme": _first(a, "url.scheme", "http.scheme"),
+            "host": _first(a, "server.address", "http.host", "net.host.name"),
+        },
+        "response_info": {
+            "status_code": status_code,
+            "response_size": _as_int(
+                _first(a, "http.response.body.size", "http.response_content_length")
+            ),
+            "content_type": _first(a, "http.response.header.content-type"),
+        },
+        "status": {"code": span.status_code, "message": span.status_message},
+        "is_error": is_error,
+        "performance_metrics": metrics,
+        "profile": profile,
+        "version_info": {
+            "app_version": resource.get("service.version"),
+            "git_commit": _first(resource, "vcs.ref.head.revision", "vcs.repository.ref.revision"),
+            "deploy_time": None,
+        },
+        "environment": {
+            "python_version": resource.get("process.runtime.version"),
+            "runtime": resource.get("process.runtime.name"),
+            "framework": span.scope_name or None,
+            "framework_version": span.scope_version or None,
+            "server_info": resource.get("host.name"),
+            "deployment_environment": _first(
+                resource, "deployment.environment.name", "deployment.environment"
+            ),
+            "telemetry_sdk": resource.get("telemetry.sdk.language"),
+        },
+        "timestamp": started,
+        "end_time": _ns_to_datetime(span.end_time_ns),
+        "created_at": received_at,
+        "expire_at": received_at + retention,
+    }
+
+
+def _span_doc(span: SpanData) -> dict[str, Any]:
+    attrs = span.attributes
+    if _PROFILE_ATTRIBUTES.intersection(attrs):
+        attrs = {k: v for k, v in attrs.items() if k not in _PROFILE_ATTRIBUTES}
+    return {
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id,
+        "name": span.name,
+        "kind": span.kind,
+        "start_ns": span.start_time_ns,
+        "end_ns": span.end_time_ns,
+        "duration": span.duration_s,
+        "status_code": span.status_code,
+        "status_message": span.status_message,
+        "attributes": attrs,
+        "events": span.events,
+        "links": span.links,
+        "scope": {"name": span.scope_name, "version": span.scope_version},
+    }
+
+
+def build_span_documents(
+    project_id: str,
+    batch: Iterable[ResourceSpans],
+    *,
+    retention: timedelta,
+    received_at: datetime,
+) -> list[dict[str, Any]]:
+    """One `spans` document per (resource, trace) in the batch: one write carries many spans.
+
+    The `_id` hashes the project, trace and span ids, so resending the same spans maps to the
+    same document.
+    """
+    docs: list[dict[str, Any]] = []
+    for group in batch:
+        by_trace: dict[str, list[SpanData]] = {}
+        for span in group.spans:
+            by_trace.setdefault(span.trace_id, []).append(span)
+        for trace_id, spans in by_trace.items():
+            digest = hashlib.sha256(project_id.encode() + trace_id.encode())
+            for span in spans:
+                digest.update(span.span_id.encode())
+            docs.append(
+                {
+                    "_id": digest.hexdigest()[:32],
+                    "project_id": project_id,
+                    "trace_id": trace_id,
+                    "service_name": group.resource.get("service.name"),
+                    "resource": group.resource,
+                    "start_time": _ns_to_datetime(min(s.start_time_ns for s in spans)),
+                    "end_time": _ns_to_datetime(max(s.end_time_ns for s in spans)),
+                    "span_count": len(spans),
+                    "spans": [_span_doc(s) for s in spans],
+                    "created_at": received_at,
+                    "expire_at": received_at + retention,
+                }
+            )
+    return docs
+
+
+def build_performance_records(
+    project_id: str,
+    batch: Iterable[ResourceSpans],
+    *,
+    retention: timedelta,
+    received_at: datetime,
+) -> list[dict[str, Any]]:
+    """One `performance_records` document per entry span in the batch."""
+    return [
+        build_performance_record(
+            project_id, span, group.resource, retention=retention, received_at=received_at
+        )
+        for group in batch
+        for span in group.spans
+        if is_entry_span(span)
+    ]

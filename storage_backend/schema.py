@@ -1,0 +1,53 @@
+"""Collection names and every index the queries need, created idempotently at start-up."""
+
+from __future__ import annotations
+
+import logging
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.database import Database
+
+from storage_backend.errors import translate_errors
+
+logger = logging.getLogger(__name__)
+
+PROJECTS = "projects"
+PERFORMANCE_RECORDS = "performance_records"
+SPANS = "spans"
+
+INDEXES: dict[str, list[IndexModel]] = {
+    PROJECTS: [
+        IndexModel([("key_hash", ASCENDING)], unique=True, name="key_hash_unique"),
+        IndexModel([("name", ASCENDING)], unique=True, name="name_unique"),
+    ],
+    PERFORMANCE_RECORDS: [
+        IndexModel([("project_id", ASCENDING), ("timestamp", DESCENDING)], name="project_time"),
+        IndexModel(
+            [("project_id", ASCENDING), ("endpoint", ASCENDING), ("timestamp", DESCENDING)],
+            name="project_endpoint_time",
+        ),
+        IndexModel(
+            [
+                ("project_id", ASCENDING),
+                ("version_info.app_version", ASCENDING),
+                ("timestamp", DESCENDING),
+            ],
+            name="project_version_time",
+        ),
+        IndexModel([("project_id", ASCENDING), ("trace_id", ASCENDING)], name="project_trace"),
+        # Per-document expiry: retention can differ per project and per collection.
+        IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0, name="ttl"),
+    ],
+    SPANS: [
+        IndexModel([("project_id", ASCENDING), ("trace_id", ASCENDING)], name="project_trace"),
+        IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0, name="ttl"),
+    ],
+}
+
+
+def ensure_indexes(db: Database) -> None:
+    """Create every collection's indexes (a no-op for the ones that exist)."""
+    with translate_errors():
+        for collection, indexes in INDEXES.items():
+            db[collection].create_indexes(indexes)
+    logger.debug("indexes ensured on %s", db.name)

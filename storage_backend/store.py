@@ -1,0 +1,193 @@
+"""The one handle on the database: connection, schema, repositories and the ingest write."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from pymongo import MongoClient
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError
+
+from storage_backend.embedded import EmbeddedServer, default_data_dir
+from storage_backend.errors import StoreError, StoreUnavailableError, translate_errors
+from storage_backend.models import IngestResult, Project, ResourceSpans
+from storage_backend.projects import ProjectRepository
+from storage_backend.records import build_performance_records, build_span_documents
+from storage_backend.schema import PERFORMANCE_RECORDS, SPANS, ensure_indexes
+
+logger = logging.getLogger(__name__)
+
+DUPLICATE_KEY = 11000
+DEFAULT_RETENTION_DAYS = 30
+
+
+@dataclass(slots=True)
+class StoreSettings:
+    """Where the data lives. With no `mongodb_url`, the embedded server is started."""
+
+    mongodb_url: str | None = None
+    database: str = "pystrument"
+    data_dir: Path = field(default_factory=default_data_dir)
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    # How long an operation may wait for a server before the store counts as unavailable:
+    # short, so an exporter gets a retryable answer well inside its own timeout.
+    server_selection_timeout_ms: int = 3000
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> StoreSettings:
+        """Read PYSTRUMENT_MONGODB_URL, PYSTRUMENT_MONGODB_DATABASE, PYSTRUMENT_DATA_DIR,
+        PYSTRUMENT_RETENTION_DAYS."""
+        env = os.environ if environ is None else environ
+        settings = cls(mongodb_url=env.get("PYSTRUMENT_MONGODB_URL") or None)
+        if env.get("PYSTRUMENT_MONGODB_DATABASE"):
+            settings.database = env["PYSTRUMENT_MONGODB_DATABASE"]
+        if env.get("PYSTRUMENT_DATA_DIR"):
+            settings.data_dir = Path(env["PYSTRUMENT_DATA_DIR"]).expanduser()
+        if env.get("PYSTRUMENT_RETENTION_DAYS"):
+            raw = env["PYSTRUMENT_RETENTION_DAYS"]
+            try:
+                settings.retention_days = int(raw)
+            except ValueError:
+                raise ValueError(
+                    f"PYSTRUMENT_RETENTION_DAYS must be an integer, got {raw!r}"
+                ) from None
+            if settings.retention_days < 1:
+                raise ValueError(f"PYSTRUMENT_RETENTION_DAYS must be >= 1, got {raw!r}")
+        return settings
+
+
+class Store:
+    """A connected database with the schema in place. Create with `Store.open()` or directly."""
+
+    def __init__(
+        self,
+        client: MongoClient,
+        database: str = "pystrument",
+        *,
+        retention_days: int = DEFAULT_RETENTION_DAYS,
+        embedded: EmbeddedServer | None = None,
+    ):
+        self.client = client
+        self.db: Database = client[database]
+        self.retention = timedelta(days=retention_days)
+        self.embedded = embedded
+        self.projects = ProjectRepository(self.db)
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        database: str = "pystrument",
+        *,
+        server_selection_timeout_ms: int = 3000,
+        **kwargs: Any,
+    ) -> Store:
+        """Connect to any MongoDB URL (pymongo connects lazily; call `ping()` to check)."""
+        client: MongoClient = MongoClient(
+            url, tz_aware=True, serverSelectionTimeoutMS=server_selection_timeout_ms,
+            appname="pystrument",
+        )  # fmt: skip
+        return cls(client, database, **kwargs)
+
+    @classmethod
+    def open(cls, settings: StoreSettings | None = None) -> Store:
+        """Connect as configured, starting the embedded server first when no URL is set;
+        ensure indexes. `close()` stops what `open()` started."""
+        settings = settings or StoreSettings.from_env()
+        embedded = None
+        url = settings.mongodb_url
+        if not url:
+            embedded = EmbeddedServer(settings.data_dir / "mongo")
+            embedded.start()
+            url = embedded.url
+        try:
+            store = cls.connect(
+                url,
+                settings.database,
+                server_selection_timeout_ms=settings.server_selection_timeout_ms,
+                retention_days=settings.retention_days,
+                embedded=embedded,
+            )
+            store.ensure_schema()
+        except BaseException:
+            if embedded:
+                embedded.stop()
+            raise
+        return store
+
+    @property
+    def url(self) -> str:
+        """The URL to show people (the embedded server's, or the configured host list)."""
+        if self.embedded:
+            return self.embedded.url
+        host, port = self.client.address or ("?", "?")
+        return f"mongodb://{host}:{port}"
+
+    def collection(self, name: str) -> Collection:
+        return self.db[name]
+
+    def ensure_schema(self) -> None:
+        ensure_indexes(self.db)
+
+    def ping(self) -> None:
+        """Raise StoreUnavailableError unless the server answers."""
+        with translate_errors():
+            self.client.admin.command("ping")
+
+    def ingest(self, project: Project, batch: Sequence[ResourceSpans]) -> IngestResult:
+        """Store a batch of spans for a project: every span into `spans` (grouped per trace)
+        and one `performance_records` document per entry span.
+
+        Returns only once both writes are acknowledged. Idempotent: retrying after a failure
+        (StoreUnavailableError) stores nothing twice.
+        """
+        now = datetime.now(timezone.utc)
+        retention = (
+            timedelta(days=project.config.retention_days)
+            if project.config.retention_days
+            else self.retention
+        )
+        span_docs = build_span_documents(project.id, batch, retention=retention, received_at=now)
+        records = build_performance_records(project.id, batch, retention=retention, received_at=now)
+        self._insert_idempotent(SPANS, span_docs)
+        self._insert_idempotent(PERFORMANCE_RECORDS, records)
+        return IngestResult(
+            spans=sum(d["span_count"] for d in span_docs),
+            span_documents=len(span_docs),
+            performance_records=len(records),
+        )
+
+    def _insert_idempotent(self, collection: str, docs: list[dict[str, Any]]) -> None:
+        if not docs:
+            return
+        with translate_errors():
+            try:
+                self.db[collection].insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+                if others or exc.details.get("writeConcernErrors"):
+                    raise StoreError(f"bulk write to {collection} failed: {others[:3]}") from exc
+                logger.debug("%d already-stored documents skipped in %s", len(errors), collection)
+
+    def close(self) -> None:
+        """Close the client and stop the embedded server if this store started it."""
+        self.client.close()
+        if self.embedded:
+            self.embedded.stop()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Store", "StoreSettings", "StoreUnavailableError"]

@@ -1,0 +1,74 @@
+"""Building `performance_records` and `spans` documents from spans (no database needed)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from storage_backend.models import ResourceSpans, SpanData
+from storage_backend.records import (
+    build_performance_records,
+    build_span_documents,
+    is_entry_span,
+)
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+KW = {"retention": timedelta(days=30), "received_at": NOW}
+
+
+def _span(kind="server", span_id="00000000000000aa", **attrs):
+    return SpanData(
+        trace_id="0" * 31 + "1",
+        span_id=span_id,
+        parent_span_id=None,
+        name="GET /x",
+        kind=kind,
+        start_time_ns=1_700_000_000_000_000_000,
+        end_time_ns=1_700_000_000_250_000_000,
+        attributes=attrs,
+        scope_name="opentelemetry.instrumentation.flask",
+        scope_version="0.66b1",
+    )
+
+
+def test_old_http_semconv_names_are_read_too():
+    span = _span(
+        **{
+            "http.method": "POST",
+            "http.route": "/orders",
+            "http.target": "/orders?page=2&x=1",
+            "http.status_code": 503,
+            "http.user_agent": "curl/8",
+            "net.peer.ip": "10.0.0.1",
+        }
+    )
+    [record] = build_performance_records("p1", [ResourceSpans({}, [span])], **KW)
+    assert record["endpoint"] == "POST /orders"
+    assert record["request_info"]["path"] == "/orders"
+    assert record["request_info"]["query_params"] == {"page": ["2"], "x": ["1"]}
+    assert record["request_info"]["user_agent"] == "curl/8"
+    assert record["response_info"]["status_code"] == 503
+    assert record["is_error"] is True
+    assert record["performance_metrics"]["total_duration"] == 0.25
+    assert record["expire_at"] == NOW + timedelta(days=30)
+    assert record["environment"]["framework"] == "opentelemetry.instrumentation.flask"
+
+
+def test_only_entry_spans_make_records():
+    assert is_entry_span(_span("server"))
+    assert is_entry_span(_span("consumer"))
+    assert not is_entry_span(_span("client"))
+    assert is_entry_span(_span("internal", **{"pystrument.profile.tree": "x"}))
+    batch = [ResourceSpans({}, [_span("server"), _span("client", span_id="00000000000000bb")])]
+    assert len(build_performance_records("p", batch, **KW)) == 1
+
+
+def test_span_documents_group_per_trace_with_stable_ids():
+    spans = [_span("server"), _span("client", span_id="00000000000000bb")]
+    other = _span("server", span_id="00000000000000cc")
+    other.trace_id = "f" * 32
+    batch = [ResourceSpans({"service.name": "a"}, [*spans, other])]
+    docs = build_span_documents("p", batch, **KW)
+    assert sorted(d["span_count"] for d in docs) == [1, 2]
+    again = build_span_documents("p", batch, **KW)
+    assert [d["_id"] for d in docs] == [d["_id"] for d in again]
+    assert docs[0]["service_name"] == "a"
