@@ -33,6 +33,36 @@ PROFILE_REQUESTED = "pystrument.profile"
 """bool, set by the user at span start: ``True`` asks for profiling of a non-SERVER span,
 ``False`` opts a SERVER span out. Sampling still applies."""
 
+PROFILE_STOPPED_EARLY = "pystrument.profile.stopped_early"
+"""bool: the profile reached ``max_trace_duration`` and stopped recording samples."""
+
+PROFILE_DROPPED_FAST = "pystrument.profile.dropped_fast"
+"""bool: profiled, but shorter than the keep-if-slow threshold, so no tree was built."""
+
+DB_QUERY_COUNT = "pystrument.db.query_count"
+"""int: database child spans (``db.system``) of the entry span in this process."""
+
+DB_QUERY_TIME = "pystrument.db.query_time"
+"""float: their summed duration, seconds."""
+
+DB_SLOW_QUERIES = "pystrument.db.slow_queries"
+"""int: those at least ``slow_query_threshold`` long."""
+
+CACHE_HITS = "pystrument.cache.hits"
+"""int: cache child spans with ``cache.hit`` true."""
+
+CACHE_MISSES = "pystrument.cache.misses"
+"""int: cache child spans with ``cache.hit`` false."""
+
+CACHE_TIME = "pystrument.cache.time"
+"""float: summed duration of cache child spans, seconds."""
+
+MEMORY_DELTA = "pystrument.memory.delta"
+"""int: process RSS after minus before the request, bytes (process-wide; see docs)."""
+
+MEMORY_PEAK = "pystrument.memory.peak"
+"""int: the process's peak RSS when the request ended, bytes."""
+
 ALL_ATTRIBUTES = (
     PROFILE_TREE,
     PROFILE_FORMAT,
@@ -42,4 +72,14 @@ ALL_ATTRIBUTES = (
     PROFILE_TRUNCATED,
     CPU_TIME,
     PROFILE_REQUESTED,
+    PROFILE_STOPPED_EARLY,
+    PROFILE_DROPPED_FAST,
+    DB_QUERY_COUNT,
+    DB_QUERY_TIME,
+    DB_SLOW_QUERIES,
+    CACHE_HITS,
+    CACHE_MISSES,
+    CACHE_TIME,
+    MEMORY_DELTA,
+    MEMORY_PEAK,
 )

@@ -13,6 +13,7 @@ processor and exporter sees the tree, whatever order they were added in.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -32,14 +33,21 @@ from pyinstrument import Profiler
 
 from otel_pyinstrument_processor import attributes as attrs
 from otel_pyinstrument_processor.calltree import PruneOptions, build_call_tree, prune
+from otel_pyinstrument_processor.config import DENIED_HEADERS, ProfilerConfig
+from otel_pyinstrument_processor.request_metrics import RequestMetrics
+from otel_pyinstrument_processor.sampling import SamplingPolicy
 from otel_pyinstrument_processor.wire import DEFAULT_MAX_BYTES, ProfileTooLargeError, encode_profile
 
 _logger = logging.getLogger(__name__)
 
-# "disabled": each Profiler samples only the OS thread it started on, which is what a
-# threaded server needs, and several profilers may share a thread without raising. Following
-# a request's asyncio task instead ("enabled"/"strict") is the later async/FastAPI work.
-_ASYNC_MODE = "disabled"
+# Outside an event loop, "disabled": each Profiler samples only the OS thread it started on,
+# which is what a threaded server needs, and several profilers may share a thread. Inside a
+# running event loop, "strict": pyinstrument follows the request's context (each asyncio task
+# has its own), records time the request spends awaiting as an <await> frame under the
+# awaiting coroutine, and time other tasks run as <out-of-context>, never their frames.
+_THREAD_MODE = "disabled"
+_ASYNC_MODE = "strict"
+_MAX_TRACKED_CHILDREN = 10_000
 
 _LOG_INTERVAL_SECONDS = 60.0
 
@@ -48,10 +56,11 @@ class _Marker:
     """What the context variable holds: only a flag, so a context that outlives its
     profile (the span ended elsewhere) keeps no span or profile data alive."""
 
-    __slots__ = ("active",)
+    __slots__ = ("active", "metrics")
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: RequestMetrics) -> None:
         self.active = True
+        self.metrics = metrics
 
 
 # One profiler per thread/async context: set while a span of this context is profiled.
@@ -68,6 +77,10 @@ class ProcessorStats:
     profiles_attached: int = 0
     profiles_empty: int = 0
     """Profiled spans that ended before pyinstrument took a sample (metrics only, no tree)."""
+    profiles_dropped_fast: int = 0
+    """Profiled spans shorter than the keep-if-slow threshold (metrics only, no tree)."""
+    profiles_stopped_early: int = 0
+    """Profiles that reached ``max_trace_duration`` and stopped recording."""
     profiles_skipped_nested: int = 0
     profiles_dropped_oversize: int = 0
     profiles_dropped_cross_thread: int = 0
@@ -116,6 +129,32 @@ class _RateLimitedLog:
         self._logger.warning(message, *args, exc_info=exc_info)
 
 
+class _BoundedProfiler(Profiler):
+    """A Profiler that stops recording samples once ``max_duration`` seconds have passed,
+    so a runaway request cannot grow an unbounded sample list or tree."""
+
+    def __init__(self, *, interval: float, async_mode: str, max_duration: float | None) -> None:
+        super().__init__(interval=interval, async_mode=async_mode)  # type: ignore[arg-type]
+        self.max_duration = max_duration
+        self.deadline = math.inf
+        self.stopped_early = False
+
+    def start(self, caller_frame: types.FrameType | None = None, target_description=None):  # type: ignore[no-untyped-def]
+        if self.max_duration is not None:
+            self.deadline = time.perf_counter() + self.max_duration
+        super().start(caller_frame=caller_frame, target_description=target_description)
+
+    def _sampler_saw_call_stack(self, call_stack, time_since_last_sample, async_state):  # type: ignore[no-untyped-def]
+        if self.stopped_early:
+            return
+        if time.perf_counter() > self.deadline:
+            # pyinstrument's sampler may only be unsubscribed from outside its own callback;
+            # from here on each sample costs one comparison and is not kept.
+            self.stopped_early = True
+            return
+        super()._sampler_saw_call_stack(call_stack, time_since_last_sample, async_state)
+
+
 class _ActiveProfile:
     """A running profile and the span it belongs to."""
 
@@ -125,6 +164,7 @@ class _ActiveProfile:
         "finished",
         "lock",
         "marker",
+        "metrics",
         "previous_end",
         "profiler",
         "span",
@@ -132,16 +172,17 @@ class _ActiveProfile:
         "token",
     )
 
-    def __init__(self, span: Span, profiler: Profiler) -> None:
+    def __init__(self, span: Span, profiler: _BoundedProfiler, metrics: RequestMetrics) -> None:
         self.span = span
         self.profiler = profiler
+        self.metrics = metrics
         self.thread_id = threading.get_ident()
         self.cpu_start = time.thread_time()
         self.lock = threading.Lock()
         self.finished = False
         self.discard = False  # set by shutdown: stop the profiler, attach nothing
         self.previous_end: Any = None
-        self.marker = _Marker()
+        self.marker = _Marker(metrics)
         self.token: Token[_Marker | None] | None = None
 
 
@@ -160,10 +201,21 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         interval: float = 0.001,
         max_profile_bytes: int = DEFAULT_MAX_BYTES,
         min_share: float = 0.005,
+        route_sampling_rates: dict[str, float] | None = None,
+        excluded_paths: tuple[str, ...] | list[str] = (),
+        include_patterns: tuple[str, ...] | list[str] = (),
+        max_profiles_per_second: float | None = None,
+        slow_threshold: float = 0.0,
+        max_trace_duration: float | None = None,
+        track_sql: bool = True,
+        track_cache: bool = True,
+        track_memory: bool = False,
+        slow_query_threshold: float = 0.1,
     ) -> None:
         """Raise ValueError for a ``sampling_rate`` outside [0, 1], an ``interval`` that is
         not > 0, a ``max_profile_bytes`` that is not a positive int, or a ``min_share``
-        outside [0, 1)."""
+        outside [0, 1); the other settings are validated as in :class:`ProfilerConfig`
+        (see :meth:`from_config` for their meaning)."""
         if not _is_number(sampling_rate) or not 0 <= sampling_rate <= 1:
             raise ValueError(f"sampling_rate must be a number in [0, 1], got {sampling_rate!r}")
         if not _is_number(interval) or interval <= 0:
@@ -174,11 +226,37 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             raise ValueError(f"max_profile_bytes must be > 0, got {max_profile_bytes!r}")
         if not _is_number(min_share) or not 0 <= min_share < 1:
             raise ValueError(f"min_share must be a number in [0, 1), got {min_share!r}")
+        # One validation path for every setting: ProfilerConfig's.
+        ProfilerConfig(
+            route_sampling_rates=dict(route_sampling_rates or {}),
+            excluded_paths=tuple(excluded_paths),
+            include_patterns=tuple(include_patterns),
+            max_profiles_per_second=max_profiles_per_second,
+            slow_threshold=slow_threshold,
+            max_trace_duration=max_trace_duration,
+            slow_query_threshold=slow_query_threshold,
+        )
         self._sampling_rate = float(sampling_rate)
         self._interval = float(interval)
         self._max_profile_bytes = max_profile_bytes
         self._min_share = float(min_share)
-        self._random = random.Random()
+        self._policy = SamplingPolicy(
+            sampling_rate=sampling_rate,
+            route_sampling_rates=route_sampling_rates,
+            excluded_paths=tuple(excluded_paths),
+            include_patterns=tuple(include_patterns),
+            max_profiles_per_second=max_profiles_per_second,
+            rng=random.Random(),
+        )
+        self._slow_threshold = float(slow_threshold)
+        self._max_trace_duration = max_trace_duration
+        self._track_sql = track_sql
+        self._track_cache = track_cache
+        self._track_memory = track_memory
+        self._track_children = track_sql or track_cache
+        self._slow_query_threshold = float(slow_query_threshold)
+        # span_id of a child span -> the metrics of the profiled entry span it belongs to.
+        self._children: dict[int, RequestMetrics] = {}
         self._lock = threading.Lock()
         self._active: set[_ActiveProfile] = set()
         # Profilers whose span ended on another thread: pyinstrument can only stop a
@@ -187,6 +265,26 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         self._is_shutdown = False
         self._stats = ProcessorStats()
         self._log = _RateLimitedLog(_logger)
+
+    @classmethod
+    def from_config(cls, config: ProfilerConfig) -> PyinstrumentSpanProcessor:
+        """A processor with the sampling, profiling and metrics settings of ``config``."""
+        return cls(
+            sampling_rate=config.sampling_rate,
+            interval=config.interval,
+            max_profile_bytes=config.max_profile_bytes,
+            min_share=config.min_share,
+            route_sampling_rates=dict(config.route_sampling_rates),
+            excluded_paths=config.excluded_paths,
+            include_patterns=config.include_patterns,
+            max_profiles_per_second=config.max_profiles_per_second,
+            slow_threshold=config.slow_threshold,
+            max_trace_duration=config.max_trace_duration,
+            track_sql=config.track_sql,
+            track_cache=config.track_cache,
+            track_memory=config.track_memory,
+            slow_query_threshold=config.slow_query_threshold,
+        )
 
     @property
     def stats(self) -> ProcessorStats:
@@ -216,20 +314,45 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         try:
             if self._orphans:
                 self._reap_orphans()
-            if self._is_shutdown or not self._wants_profile(span):
+            if self._is_shutdown:
                 return
             current = _current_profile.get()
+            if not self._wants_profile(span):
+                if current is not None and current.active and self._track_children:
+                    if len(self._children) >= _MAX_TRACKED_CHILDREN:
+                        self._children.clear()  # children that never ended: forget them
+                    self._children[span.context.span_id] = current.metrics
+                return
             if current is not None and current.active:
                 self._stats.increment("profiles_skipped_nested")
                 return
-            if not self._sampled():
+            if not self._policy.should_profile(span.attributes, span.name):
                 return
             self._start_profile(span, sys._getframe(1))
         except Exception:
             self._error("start", "pystrument: could not start profiling a span")
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Nothing to do: the tree was attached just before the span ended."""
+        """Count a child span of a profiled entry span into its request metrics (the tree
+        itself was attached just before the entry span ended)."""
+        if not self._children:
+            return
+        try:
+            context = span.context
+            metrics = self._children.pop(context.span_id, None) if context else None
+            if metrics is None:
+                return
+            start, end = span.start_time, span.end_time
+            duration = (end - start) / 1e9 if start is not None and end is not None else 0.0
+            metrics.add_span(
+                span.attributes,
+                duration,
+                track_sql=self._track_sql,
+                track_cache=self._track_cache,
+                slow_query_threshold=self._slow_query_threshold,
+            )
+        except Exception:
+            self._error("child", "pystrument: could not count a child span")
 
     def shutdown(self) -> None:
         """Stop profiling new spans and stop the profilers still running.
@@ -260,15 +383,16 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             return requested
         return span.kind is SpanKind.SERVER
 
-    def _sampled(self) -> bool:
-        if self._sampling_rate >= 1.0:
-            return True
-        return self._random.random() < self._sampling_rate
-
     def _start_profile(self, span: Span, caller: types.FrameType) -> None:
         if not span.is_recording():
             return
-        state = _ActiveProfile(span, Profiler(interval=self._interval, async_mode=_ASYNC_MODE))
+        in_event_loop = asyncio._get_running_loop() is not None
+        profiler = _BoundedProfiler(
+            interval=self._interval,
+            async_mode=_ASYNC_MODE if in_event_loop else _THREAD_MODE,
+            max_duration=self._max_trace_duration,
+        )
+        state = _ActiveProfile(span, profiler, RequestMetrics(track_memory=self._track_memory))
         self._install_end_hook(state)
         try:
             state.profiler.start(caller_frame=caller, target_description=span.name)
@@ -346,6 +470,15 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             attrs.PROFILE_DURATION: float(session.duration),
             attrs.CPU_TIME: cpu_time,
         }
+        attributes.update(state.metrics.span_attributes(track_memory=self._track_memory))
+        if state.profiler.stopped_early:
+            attributes[attrs.PROFILE_STOPPED_EARLY] = True
+            self._stats.increment("profiles_stopped_early")
+        if session.duration < self._slow_threshold:
+            # Keep-if-slow: the metrics stay, the tree is never built or encoded.
+            attributes[attrs.PROFILE_DROPPED_FAST] = True
+            self._stats.increment("profiles_dropped_fast")
+            return attributes
         try:
             tree = build_call_tree(session)
             if tree is None:
@@ -381,6 +514,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
 
     def _attach(self, span: Span, attributes: dict[str, Any]) -> None:
         try:
+            attributes.update(_redacted_headers(span))
             span.set_attributes(attributes)
         except Exception:
             self._error("attach", "pystrument: could not set profile attributes on a span")
@@ -420,6 +554,18 @@ class PyinstrumentSpanProcessor(SpanProcessor):
     def _error(self, kind: str, message: str) -> None:
         self._stats.increment("errors")
         self._log.warning(kind, message, exc_info=True)
+
+
+def _redacted_headers(span: Span) -> dict[str, str]:
+    """Overwrites for captured credential headers (the instrumentations were told not to
+    capture them; this catches an allow-list set elsewhere)."""
+    redacted: dict[str, str] = {}
+    for key in span.attributes or {}:
+        if key.startswith(("http.request.header.", "http.response.header.")):
+            name = key.rsplit(".", 1)[1].replace("_", "-")
+            if name in DENIED_HEADERS:
+                redacted[key] = "[REDACTED]"
+    return redacted
 
 
 def _is_number(value: object) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -15,18 +14,20 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_SDK_DISABLED,
 )
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.util.re import parse_env_headers
 
+from otel_pyinstrument_processor.config import DENIED_HEADERS, ProfilerConfig
 from otel_pyinstrument_processor.processor import PyinstrumentSpanProcessor
 
 ENV_PROJECT_KEY = "PYSTRUMENT_PROJECT_KEY"
 ENV_SAMPLING_RATE = "PYSTRUMENT_SAMPLING_RATE"
 ENV_PROFILE_INTERVAL = "PYSTRUMENT_PROFILE_INTERVAL"
 
-DEFAULT_SAMPLING_RATE = 1.0
-DEFAULT_INTERVAL = 0.001
+# The OTel HTTP instrumentations' header capture switches (read when they instrument).
+ENV_CAPTURE_REQUEST_HEADERS = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST"
+ENV_SANITIZE_HEADERS = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
 
 
 def configure(
@@ -39,51 +40,84 @@ def configure(
     insecure: bool | None = None,
     resource_attributes: Mapping[str, Any] | None = None,
     set_global: bool = True,
+    config_file: str | os.PathLike[str] | None = None,
+    **settings: Any,
 ) -> TracerProvider:
     """Build a TracerProvider that profiles entry spans and exports over OTLP/gRPC.
 
-    Each argument left as None falls back to its environment variable, then a default:
+    Settings (see :class:`ProfilerConfig` and docs/configuration.md) come from the keyword
+    arguments, then ``PYSTRUMENT_*`` environment variables, then the YAML file
+    (``config_file`` or ``PYSTRUMENT_SDK_CONFIG``), then defaults; ``settings`` takes any
+    other :class:`ProfilerConfig` key (``slow_threshold=0.2``, ``excluded_paths=[...]``).
+    A bad value raises :class:`ConfigError` (a ValueError) naming the key and its source.
 
     - ``service_name``/``resource_attributes``: ``Resource.create`` merges them over
       ``OTEL_SERVICE_NAME``/``OTEL_RESOURCE_ATTRIBUTES`` (explicit values win).
-    - ``endpoint``: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, ``OTEL_EXPORTER_OTLP_ENDPOINT``,
-      then ``http://localhost:4317`` (resolved by the exporter itself), as is ``insecure``.
-    - ``project_key``: ``PYSTRUMENT_PROJECT_KEY``; sent as gRPC metadata
-      ``authorization: Bearer <key>``, merged over ``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS``.
-    - ``sampling_rate``: ``PYSTRUMENT_SAMPLING_RATE``, then 1.0.
-    - ``interval``: ``PYSTRUMENT_PROFILE_INTERVAL`` (seconds), then 0.001.
+    - ``endpoint`` (``api_endpoint``): else ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,
+      ``OTEL_EXPORTER_OTLP_ENDPOINT``, then ``http://localhost:4317``, as is ``insecure``.
+    - ``project_key``: sent as gRPC metadata ``authorization: Bearer <key>``, merged over
+      ``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS``.
 
-    A malformed environment value raises ValueError naming the variable. With
-    ``OTEL_SDK_DISABLED=true`` the provider has no processor and no exporter. With
-    ``set_global`` the provider becomes the global tracer provider. Call ``shutdown()`` on
-    the returned provider to flush spans at exit.
+    ``enabled: false`` leaves the profiler out (spans still export). With
+    ``OTEL_SDK_DISABLED=true`` the provider has no processor and no exporter. Header capture:
+    ``capture_headers`` becomes the OTel instrumentations' request-header allow-list (unless
+    ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST`` is set), and Authorization,
+    Cookie and Set-Cookie are always added to their sanitize list; instrument the app after
+    this call, since the instrumentations read those variables then. With ``set_global``
+    the provider becomes the global tracer provider. Call ``shutdown()`` on the returned
+    provider to flush spans at exit.
     """
-    if sampling_rate is None:
-        sampling_rate = _env_float(ENV_SAMPLING_RATE, DEFAULT_SAMPLING_RATE, "a number in [0, 1]")
-        if not 0 <= sampling_rate <= 1:
-            raise ValueError(f"{ENV_SAMPLING_RATE} must be a number in [0, 1], got {sampling_rate}")
-    if interval is None:
-        interval = _env_float(ENV_PROFILE_INTERVAL, DEFAULT_INTERVAL, "a number of seconds > 0")
-        if interval <= 0:
-            raise ValueError(
-                f"{ENV_PROFILE_INTERVAL} must be a number of seconds > 0, got {interval}"
-            )
-
+    config = ProfilerConfig.load(
+        config_file,
+        service_name=service_name,
+        api_endpoint=endpoint,
+        project_key=project_key,
+        sampling_rate=sampling_rate,
+        interval=interval,
+        **settings,
+    )
     resource_values = dict(resource_attributes or {})
-    if service_name is not None:
-        resource_values[SERVICE_NAME] = service_name
+    if config.service_name is not None:
+        resource_values[SERVICE_NAME] = config.service_name
     provider = TracerProvider(resource=Resource.create(resource_values))
     if os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() != "true":
-        provider.add_span_processor(
-            PyinstrumentSpanProcessor(sampling_rate=sampling_rate, interval=interval)
-        )
+        protect_headers(config.capture_headers)
+        if config.enabled:
+            provider.add_span_processor(PyinstrumentSpanProcessor.from_config(config))
         exporter = OTLPSpanExporter(
-            endpoint=endpoint, insecure=insecure, headers=export_headers(project_key)
+            endpoint=config.api_endpoint,
+            insecure=insecure,
+            headers=export_headers(config.project_key),
+            timeout=config.request_timeout,
         )
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(span_export_processor(exporter, config))
     if set_global:
         trace.set_tracer_provider(provider)
     return provider
+
+
+def span_export_processor(exporter: SpanExporter, config: ProfilerConfig) -> SpanProcessor:
+    """``async_send``: a BatchSpanProcessor with the batch settings; else a SimpleSpanProcessor
+    (exports on the request thread: for tests and short scripts)."""
+    if not config.async_send:
+        return SimpleSpanProcessor(exporter)
+    return BatchSpanProcessor(
+        exporter,
+        max_export_batch_size=config.batch_size,
+        max_queue_size=max(2048, config.batch_size),
+        schedule_delay_millis=config.batch_timeout * 1000,
+    )
+
+
+def protect_headers(allow_list: tuple[str, ...] = ()) -> None:
+    """Set the OTel HTTP instrumentations' header variables: ``allow_list`` as the captured
+    request headers (unless already set) and the credential headers always sanitized."""
+    if allow_list and not os.environ.get(ENV_CAPTURE_REQUEST_HEADERS):
+        os.environ[ENV_CAPTURE_REQUEST_HEADERS] = ",".join(allow_list)
+    current = [h.strip() for h in os.environ.get(ENV_SANITIZE_HEADERS, "").split(",") if h.strip()]
+    missing = sorted(DENIED_HEADERS - {h.lower() for h in current})
+    if missing:
+        os.environ[ENV_SANITIZE_HEADERS] = ",".join([*current, *missing])
 
 
 def export_headers(project_key: str | None = None) -> dict[str, str] | None:
@@ -103,16 +137,3 @@ def export_headers(project_key: str | None = None) -> dict[str, str] | None:
     headers = {name.lower(): value for name, value in parse_env_headers(raw or "", True).items()}
     headers["authorization"] = f"Bearer {key}"
     return headers
-
-
-def _env_float(name: str, default: float, expected: str) -> float:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be {expected}, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be {expected}, got {raw!r}")
-    return value

@@ -55,6 +55,35 @@ def _headers(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k[len(prefix) :]: v for k, v in attrs.items() if k.startswith(prefix)}
 
 
+# performance_metrics sub-document -> {field: span attribute} (the processor's request metrics)
+_METRIC_GROUPS = {
+    "memory_usage": {
+        "peak_memory": profile_attrs.MEMORY_PEAK,
+        "memory_delta": profile_attrs.MEMORY_DELTA,
+    },
+    "database_metrics": {
+        "query_count": profile_attrs.DB_QUERY_COUNT,
+        "query_time": profile_attrs.DB_QUERY_TIME,
+        "slow_queries": profile_attrs.DB_SLOW_QUERIES,
+    },
+    "cache_metrics": {
+        "cache_hits": profile_attrs.CACHE_HITS,
+        "cache_misses": profile_attrs.CACHE_MISSES,
+        "cache_time": profile_attrs.CACHE_TIME,
+    },
+}
+
+
+def _request_metrics(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The seed's memory/database/cache groups, for those the span carries."""
+    groups: dict[str, Any] = {}
+    for group, fields in _METRIC_GROUPS.items():
+        values = {field: attrs[name] for field, name in fields.items() if name in attrs}
+        if values:
+            groups[group] = values
+    return groups
+
+
 def endpoint_of(method: str | None, route: str | None, name: str) -> str:
     """The grouping key of a request: 'GET /users/<id>' (the route template, not the path)."""
     if route:
@@ -86,6 +115,7 @@ def build_performance_record(
     cpu = a.get(profile_attrs.CPU_TIME)
     if cpu is not None:
         metrics["cpu_time"] = float(cpu)
+    metrics.update(_request_metrics(a))
 
     profile = None
     if profile_attrs.PROFILE_TREE in a:

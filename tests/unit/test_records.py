@@ -72,3 +72,26 @@ def test_span_documents_group_per_trace_with_stable_ids():
     again = build_span_documents("p", batch, **KW)
     assert [d["_id"] for d in docs] == [d["_id"] for d in again]
     assert docs[0]["service_name"] == "a"
+
+
+def test_request_metrics_map_into_performance_metrics():
+    span = _span(
+        **{
+            "pystrument.cpu_time": 0.1,
+            "pystrument.memory.peak": 50_000_000,
+            "pystrument.memory.delta": -4096,
+            "pystrument.db.query_count": 41,
+            "pystrument.db.query_time": 0.02,
+            "pystrument.db.slow_queries": 0,
+            "pystrument.cache.hits": 2,
+            "pystrument.cache.misses": 1,
+            "pystrument.cache.time": 0.001,
+        }
+    )
+    [record] = build_performance_records("p1", [ResourceSpans({}, [span])], **KW)
+    metrics = record["performance_metrics"]
+    assert metrics["memory_usage"] == {"peak_memory": 50_000_000, "memory_delta": -4096}
+    assert metrics["database_metrics"] == {"query_count": 41, "query_time": 0.02, "slow_queries": 0}
+    assert metrics["cache_metrics"] == {"cache_hits": 2, "cache_misses": 1, "cache_time": 0.001}
+    bare = build_performance_records("p1", [ResourceSpans({}, [_span()])], **KW)[0]
+    assert set(bare["performance_metrics"]) == {"total_duration"}

@@ -1,0 +1,138 @@
+"""Per-request metrics summed from the child spans of a profiled entry span, plus memory.
+
+Database spans are the ones with ``db.system`` (``db.system.name`` in newer conventions);
+cache spans are those whose ``db.system`` is a cache (redis, memcached) or that carry a
+``cache.hit`` boolean. Only spans that start in the entry span's context, in this process,
+count (the processor registers them at start and adds them up when they end).
+
+Memory, when tracked, is process-wide and cheap: resident set size (``/proc/self/statm``)
+before and after the request for ``memory_delta``, and the process's peak RSS
+(``getrusage(...).ru_maxrss``) for ``peak_memory``. No allocation tracing (tracemalloc slows
+allocation-heavy code several times). Concurrent requests share the process, so the delta of
+one request includes what the others allocated meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from otel_pyinstrument_processor import attributes as attrs
+
+CACHE_SYSTEMS = frozenset({"redis", "memcached", "valkey"})
+_DB_SYSTEM = ("db.system", "db.system.name")
+
+try:
+    import resource as _resource
+except ImportError:  # Windows
+    _resource = None  # type: ignore[assignment]
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+# ru_maxrss is KiB on Linux, bytes on macOS.
+_MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
+
+
+def current_rss() -> int | None:
+    """Resident set size of this process in bytes, or None where it cannot be read cheaply."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peak_rss() -> int | None:
+    """The process's peak resident set size in bytes, or None if unknown."""
+    if _resource is None:
+        return None
+    return int(_resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss) * _MAXRSS_UNIT
+
+
+class RequestMetrics:
+    """Counters of one entry span, filled from its child spans (any thread)."""
+
+    __slots__ = (
+        "cache_hits",
+        "cache_misses",
+        "cache_time",
+        "lock",
+        "query_count",
+        "query_time",
+        "rss_start",
+        "slow_queries",
+    )
+
+    def __init__(self, *, track_memory: bool) -> None:
+        self.lock = threading.Lock()
+        self.query_count = 0
+        self.query_time = 0.0
+        self.slow_queries = 0
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.cache_time = 0.0
+        self.rss_start = current_rss() if track_memory else None
+
+    def add_span(
+        self,
+        attributes: Mapping[str, Any] | None,
+        duration: float,
+        *,
+        track_sql: bool,
+        track_cache: bool,
+        slow_query_threshold: float,
+    ) -> None:
+        """Count one ended child span if it is a database or cache operation."""
+        if not attributes:
+            return
+        system = attributes.get(_DB_SYSTEM[0]) or attributes.get(_DB_SYSTEM[1])
+        hit = attributes.get("cache.hit")
+        is_cache = isinstance(hit, bool) or (isinstance(system, str) and system in CACHE_SYSTEMS)
+        if is_cache:
+            if not track_cache:
+                return
+            with self.lock:
+                self.cache_time += duration
+                if hit is True:
+                    self.cache_hits += 1
+                elif hit is False:
+                    self.cache_misses += 1
+            return
+        if system is None or not track_sql:
+            return
+        with self.lock:
+            self.query_count += 1
+            self.query_time += duration
+            if duration >= slow_query_threshold:
+                self.slow_queries += 1
+
+    def add_query(self, duration: float, slow_query_threshold: float) -> None:
+        """Count one query measured outside spans (e.g. Django's ``execute_wrapper``)."""
+        with self.lock:
+            self.query_count += 1
+            self.query_time += duration
+            if duration >= slow_query_threshold:
+                self.slow_queries += 1
+
+    def span_attributes(self, *, track_memory: bool) -> dict[str, Any]:
+        """The ``pystrument.*`` metric attributes for the entry span."""
+        with self.lock:
+            values: dict[str, Any] = {}
+            if self.query_count:
+                values[attrs.DB_QUERY_COUNT] = self.query_count
+                values[attrs.DB_QUERY_TIME] = self.query_time
+                values[attrs.DB_SLOW_QUERIES] = self.slow_queries
+            if self.cache_hits or self.cache_misses or self.cache_time:
+                values[attrs.CACHE_HITS] = self.cache_hits
+                values[attrs.CACHE_MISSES] = self.cache_misses
+                values[attrs.CACHE_TIME] = self.cache_time
+        if track_memory:
+            end = current_rss()
+            if end is not None and self.rss_start is not None:
+                values[attrs.MEMORY_DELTA] = end - self.rss_start
+            peak = peak_rss()
+            if peak is not None:
+                values[attrs.MEMORY_PEAK] = peak
+        return values
