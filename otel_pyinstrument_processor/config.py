@@ -50,12 +50,14 @@ class ProfilerConfig:
     include_patterns: tuple[str, ...] = ()
     """If set, only paths starting with one of these prefixes (or matching a glob) are profiled."""
     max_profiles_per_second: float | None = 10.0
-    """Cap on profiles started per second (token bucket, burst = max(1, cap)); None = no cap."""
+    """Cap on profiles started per second (token bucket, burst = max(1, cap)); 0 or None =
+    no cap (pass 0 to ``configure()``: there None means "not given")."""
     slow_threshold: float = 0.0
     """Keep-if-slow: a profile whose span is shorter than this keeps its metrics but its call
     tree is dropped before it is built or encoded."""
     max_trace_duration: float | None = 30.0
-    """A profile running longer than this stops sampling (the tree keeps what it had)."""
+    """A profile running longer than this stops sampling (the tree keeps what it had);
+    0 or None = no limit."""
     interval: float = 0.001
     """pyinstrument's sampling interval."""
     max_profile_bytes: int = 64 * 1024
@@ -218,8 +220,8 @@ def _validate(config: ProfilerConfig, source: str) -> None:
         fail("interval", "must be a number of seconds > 0")
     for key in ("max_profiles_per_second", "max_trace_duration"):
         value = getattr(config, key)
-        if value is not None and (not _is_real(value) or value <= 0):
-            fail(key, "must be > 0 or unset")
+        if value is not None and (not _is_real(value) or value < 0):
+            fail(key, "must be >= 0 (0 = no limit) or unset")
     if not _is_real(config.min_share) or not 0 <= config.min_share < 1:
         fail("min_share", "must be in [0, 1)")
     for key in ("max_profile_bytes", "batch_size"):

@@ -30,9 +30,10 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 from pyinstrument import Profiler
+from pyinstrument.frame import AWAIT_FRAME_IDENTIFIER
 
 from otel_pyinstrument_processor import attributes as attrs
-from otel_pyinstrument_processor.calltree import PruneOptions, build_call_tree, prune
+from otel_pyinstrument_processor.calltree import PruneOptions, prune, tree_from_frame_records
 from otel_pyinstrument_processor.config import DENIED_HEADERS, ProfilerConfig
 from otel_pyinstrument_processor.request_metrics import RequestMetrics
 from otel_pyinstrument_processor.sampling import SamplingPolicy
@@ -56,11 +57,21 @@ class _Marker:
     """What the context variable holds: only a flag, so a context that outlives its
     profile (the span ended elsewhere) keeps no span or profile data alive."""
 
-    __slots__ = ("active", "metrics")
+    __slots__ = ("active", "interval", "metrics", "thread_id", "worker_records")
 
-    def __init__(self, metrics: RequestMetrics) -> None:
+    def __init__(self, metrics: RequestMetrics, interval: float) -> None:
         self.active = True
         self.metrics = metrics
+        self.interval = interval
+        self.thread_id = threading.get_ident()
+        # Samples from worker threads the request handed work to (see threadwork.py).
+        self.worker_records: list[tuple[list[str], float]] = []
+
+
+def current_marker() -> _Marker | None:
+    """The running profile of this context, if any (for code that profiles worker threads)."""
+    marker = _current_profile.get()
+    return marker if marker is not None and marker.active else None
 
 
 # One profiler per thread/async context: set while a span of this context is profiled.
@@ -182,7 +193,7 @@ class _ActiveProfile:
         self.finished = False
         self.discard = False  # set by shutdown: stop the profiler, attach nothing
         self.previous_end: Any = None
-        self.marker = _Marker(metrics)
+        self.marker = _Marker(metrics, profiler.interval)
         self.token: Token[_Marker | None] | None = None
 
 
@@ -390,7 +401,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         profiler = _BoundedProfiler(
             interval=self._interval,
             async_mode=_ASYNC_MODE if in_event_loop else _THREAD_MODE,
-            max_duration=self._max_trace_duration,
+            max_duration=self._max_trace_duration or None,
         )
         state = _ActiveProfile(span, profiler, RequestMetrics(track_memory=self._track_memory))
         self._install_end_hook(state)
@@ -480,7 +491,10 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             self._stats.increment("profiles_dropped_fast")
             return attributes
         try:
-            tree = build_call_tree(session)
+            records = session.frame_records
+            if state.marker.worker_records:
+                records = merge_worker_records(records, state.marker.worker_records)
+            tree = tree_from_frame_records(records, session.start_call_stack)
             if tree is None:
                 self._stats.increment("profiles_empty")
                 return attributes
@@ -554,6 +568,35 @@ class PyinstrumentSpanProcessor(SpanProcessor):
     def _error(self, kind: str, message: str) -> None:
         self._stats.increment("errors")
         self._log.warning(kind, message, exc_info=True)
+
+
+_THREADPOOL_MARKERS = ("run_in_threadpool", "run_sync", "to_thread")
+
+
+def merge_worker_records(
+    records: list[tuple[list[str], float]], worker: list[tuple[list[str], float]]
+) -> list[tuple[list[str], float]]:
+    """Put worker-thread samples where the request awaited them.
+
+    The event-loop profile shows the request awaiting the threadpool as ``<await>`` samples
+    under e.g. ``run_in_threadpool``; those samples are replaced by the worker's, grafted
+    under the same awaiting stack, so the time appears once, as the worker's frames.
+    """
+    prefix: list[str] | None = None
+    kept: list[tuple[list[str], float]] = []
+    for stack, elapsed in records:
+        if (
+            stack
+            and stack[-1] == AWAIT_FRAME_IDENTIFIER
+            and any(marker in frame for frame in stack for marker in _THREADPOOL_MARKERS)
+        ):
+            if prefix is None:
+                prefix = stack[:-1]
+            continue
+        kept.append((stack, elapsed))
+    base = prefix or []
+    kept.extend((base + stack, elapsed) for stack, elapsed in worker)
+    return kept
 
 
 def _redacted_headers(span: Span) -> dict[str, str]:

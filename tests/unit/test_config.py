@@ -76,7 +76,7 @@ def test_django_style_upper_case_mapping() -> None:
     ("text", "message"),
     [
         ("sampling_rate: 10.0\n", "sampling_rate must be a fraction"),
-        ("max_trace_duration: -1\n", "max_trace_duration must be > 0"),
+        ("max_trace_duration: -1\n", "max_trace_duration must be >= 0"),
         ("enabled: maybe\n", "enabled must be true or false"),
         ("excluded_paths: 5\n", "excluded_paths must be a list"),
         ("batch_size: 2.5\n", "batch_size must be an integer"),
