@@ -16,8 +16,15 @@ from otel_pyinstrument_processor.calltree import (
     iter_nodes,
     prune,
 )
+from otel_pyinstrument_processor.config import ConfigError, ProfilerConfig
+from otel_pyinstrument_processor.monitor import monitor_performance, monitor_view
 from otel_pyinstrument_processor.processor import ProcessorStats, PyinstrumentSpanProcessor
 from otel_pyinstrument_processor.setup import configure
+from otel_pyinstrument_processor.threadwork import (
+    profile_sync_endpoints,
+    profile_thread_work,
+    thread_profile,
+)
 from otel_pyinstrument_processor.wire import (
     PROFILE_FORMAT_V1,
     EncodedProfile,
@@ -30,10 +37,12 @@ from otel_pyinstrument_processor.wire import (
 __all__ = [
     "PROFILE_FORMAT_V1",
     "CallTreeNode",
+    "ConfigError",
     "EncodedProfile",
     "ProcessorStats",
     "ProfileDecodeError",
     "ProfileTooLargeError",
+    "ProfilerConfig",
     "PruneOptions",
     "PyinstrumentSpanProcessor",
     "attributes",
@@ -43,5 +52,10 @@ __all__ = [
     "encode_profile",
     "flatten",
     "iter_nodes",
+    "monitor_performance",
+    "monitor_view",
+    "profile_sync_endpoints",
+    "profile_thread_work",
     "prune",
+    "thread_profile",
 ]

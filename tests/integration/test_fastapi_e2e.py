@@ -4,7 +4,6 @@ thread pool, sent by the real OTLP exporter to the real receiver and store."""
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import threading
 import time
@@ -120,8 +119,3 @@ def test_excluded_path_is_not_profiled(store, project, catalogue):
     [record] = _records(store, project)
     assert record["profile"] is None
     assert "cpu_time" not in record["performance_metrics"]
-
-
-def test_asyncio_is_importable_for_the_app():
-    # The example's async endpoints rely on a running loop per uvicorn worker.
-    assert asyncio.get_event_loop_policy() is not None
