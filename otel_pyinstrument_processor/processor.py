@@ -360,7 +360,6 @@ class PyinstrumentSpanProcessor(SpanProcessor):
                 duration,
                 track_sql=self._track_sql,
                 track_cache=self._track_cache,
-                slow_query_threshold=self._slow_query_threshold,
             )
         except Exception:
             self._error("child", "pystrument: could not count a child span")
@@ -403,7 +402,10 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             async_mode=_ASYNC_MODE if in_event_loop else _THREAD_MODE,
             max_duration=self._max_trace_duration or None,
         )
-        state = _ActiveProfile(span, profiler, RequestMetrics(track_memory=self._track_memory))
+        metrics = RequestMetrics(
+            track_memory=self._track_memory, slow_query_threshold=self._slow_query_threshold
+        )
+        state = _ActiveProfile(span, profiler, metrics)
         self._install_end_hook(state)
         try:
             state.profiler.start(caller_frame=caller, target_description=span.name)

@@ -59,14 +59,20 @@ class RequestMetrics:
         "cache_misses",
         "cache_time",
         "lock",
+        "queries_counted_by_app",
         "query_count",
         "query_time",
         "rss_start",
         "slow_queries",
+        "slow_query_threshold",
     )
 
-    def __init__(self, *, track_memory: bool) -> None:
+    def __init__(self, *, track_memory: bool, slow_query_threshold: float = 0.1) -> None:
         self.lock = threading.Lock()
+        self.slow_query_threshold = slow_query_threshold
+        # Set when the framework counts queries itself (Django's execute_wrapper): database
+        # child spans are then not counted a second time.
+        self.queries_counted_by_app = False
         self.query_count = 0
         self.query_time = 0.0
         self.slow_queries = 0
@@ -82,7 +88,6 @@ class RequestMetrics:
         *,
         track_sql: bool,
         track_cache: bool,
-        slow_query_threshold: float,
     ) -> None:
         """Count one ended child span if it is a database or cache operation."""
         if not attributes:
@@ -100,20 +105,16 @@ class RequestMetrics:
                 elif hit is False:
                     self.cache_misses += 1
             return
-        if system is None or not track_sql:
+        if system is None or not track_sql or self.queries_counted_by_app:
             return
-        with self.lock:
-            self.query_count += 1
-            self.query_time += duration
-            if duration >= slow_query_threshold:
-                self.slow_queries += 1
+        self.add_query(duration)
 
-    def add_query(self, duration: float, slow_query_threshold: float) -> None:
-        """Count one query measured outside spans (e.g. Django's ``execute_wrapper``)."""
+    def add_query(self, duration: float) -> None:
+        """Count one database query of ``duration`` seconds."""
         with self.lock:
             self.query_count += 1
             self.query_time += duration
-            if duration >= slow_query_threshold:
+            if duration >= self.slow_query_threshold:
                 self.slow_queries += 1
 
     def span_attributes(self, *, track_memory: bool) -> dict[str, Any]:
