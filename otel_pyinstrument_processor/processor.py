@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -31,6 +32,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 from pyinstrument import Profiler
 from pyinstrument.frame import AWAIT_FRAME_IDENTIFIER
+from pyinstrument.stack_sampler import timing_overhead
 
 from otel_pyinstrument_processor import attributes as attrs
 from otel_pyinstrument_processor.calltree import PruneOptions, prune, tree_from_frame_records
@@ -49,6 +51,7 @@ _logger = logging.getLogger(__name__)
 _THREAD_MODE = "disabled"
 _ASYNC_MODE = "strict"
 _MAX_TRACKED_CHILDREN = 10_000
+_SLOW_TIMER_SECONDS = 300e-9  # pyinstrument's own threshold for warning about the timer
 
 _LOG_INTERVAL_SECONDS = 60.0
 
@@ -57,12 +60,20 @@ class _Marker:
     """What the context variable holds: only a flag, so a context that outlives its
     profile (the span ended elsewhere) keeps no span or profile data alive."""
 
-    __slots__ = ("active", "interval", "metrics", "thread_id", "worker_records")
+    __slots__ = (
+        "active",
+        "interval",
+        "metrics",
+        "thread_id",
+        "use_timing_thread",
+        "worker_records",
+    )
 
-    def __init__(self, metrics: RequestMetrics, interval: float) -> None:
+    def __init__(self, metrics: RequestMetrics, profiler: Profiler) -> None:
         self.active = True
         self.metrics = metrics
-        self.interval = interval
+        self.interval = profiler.interval
+        self.use_timing_thread = profiler.use_timing_thread
         self.thread_id = threading.get_ident()
         # Samples from worker threads the request handed work to (see threadwork.py).
         self.worker_records: list[tuple[list[str], float]] = []
@@ -144,21 +155,29 @@ class _BoundedProfiler(Profiler):
     """A Profiler that stops recording samples once ``max_duration`` seconds have passed,
     so a runaway request cannot grow an unbounded sample list or tree."""
 
-    def __init__(self, *, interval: float, async_mode: str, max_duration: float | None) -> None:
-        super().__init__(interval=interval, async_mode=async_mode)  # type: ignore[arg-type]
-        self.max_duration = max_duration
-        self.deadline = math.inf
+    def __init__(
+        self,
+        *,
+        interval: float,
+        async_mode: str,
+        max_duration: float | None,
+        use_timing_thread: bool | None,
+    ) -> None:
+        super().__init__(
+            interval=interval,
+            async_mode=async_mode,  # type: ignore[arg-type]
+            use_timing_thread=use_timing_thread,
+        )
+        self.remaining = math.inf if max_duration is None else max_duration
         self.stopped_early = False
-
-    def start(self, caller_frame: types.FrameType | None = None, target_description=None):  # type: ignore[no-untyped-def]
-        if self.max_duration is not None:
-            self.deadline = time.perf_counter() + self.max_duration
-        super().start(caller_frame=caller_frame, target_description=target_description)
 
     def _sampler_saw_call_stack(self, call_stack, time_since_last_sample, async_state):  # type: ignore[no-untyped-def]
         if self.stopped_early:
             return
-        if time.perf_counter() > self.deadline:
+        # Count down with the sample's own elapsed time: reading a clock here would cost a
+        # timer call per sample.
+        self.remaining -= time_since_last_sample
+        if self.remaining < 0:
             # pyinstrument's sampler may only be unsubscribed from outside its own callback;
             # from here on each sample costs one comparison and is not kept.
             self.stopped_early = True
@@ -193,7 +212,7 @@ class _ActiveProfile:
         self.finished = False
         self.discard = False  # set by shutdown: stop the profiler, attach nothing
         self.previous_end: Any = None
-        self.marker = _Marker(metrics, profiler.interval)
+        self.marker = _Marker(metrics, profiler)
         self.token: Token[_Marker | None] | None = None
 
 
@@ -222,6 +241,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         track_cache: bool = True,
         track_memory: bool = False,
         slow_query_threshold: float = 0.1,
+        use_timing_thread: bool | None = None,
     ) -> None:
         """Raise ValueError for a ``sampling_rate`` outside [0, 1], an ``interval`` that is
         not > 0, a ``max_profile_bytes`` that is not a positive int, or a ``min_share``
@@ -266,6 +286,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         self._track_memory = track_memory
         self._track_children = track_sql or track_cache
         self._slow_query_threshold = float(slow_query_threshold)
+        self._use_timing_thread = use_timing_thread
         # span_id of a child span -> the metrics of the profiled entry span it belongs to.
         self._children: dict[int, RequestMetrics] = {}
         self._lock = threading.Lock()
@@ -328,7 +349,12 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             if self._is_shutdown:
                 return
             current = _current_profile.get()
-            if not self._wants_profile(span):
+            # The SDK's public `attributes` copies into a read-only proxy (~1 µs); the span's
+            # own mapping is read, never written, here.
+            attributes = getattr(span, "_attributes", None)
+            if attributes is None:
+                attributes = span.attributes
+            if not self._wants_profile(span, attributes):
                 if current is not None and current.active and self._track_children:
                     if len(self._children) >= _MAX_TRACKED_CHILDREN:
                         self._children.clear()  # children that never ended: forget them
@@ -337,7 +363,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             if current is not None and current.active:
                 self._stats.increment("profiles_skipped_nested")
                 return
-            if not self._policy.should_profile(span.attributes, span.name):
+            if not self._policy.should_profile(attributes, span.name):
                 return
             self._start_profile(span, sys._getframe(1))
         except Exception:
@@ -387,11 +413,27 @@ class PyinstrumentSpanProcessor(SpanProcessor):
 
     # -- profiling ---------------------------------------------------------------------
 
-    def _wants_profile(self, span: Span) -> bool:
-        requested = (span.attributes or {}).get(attrs.PROFILE_REQUESTED)
+    def _wants_profile(self, span: Span, attributes: Mapping[str, Any] | None) -> bool:
+        requested = attributes.get(attrs.PROFILE_REQUESTED) if attributes else None
         if requested is True or requested is False:
             return requested
         return span.kind is SpanKind.SERVER
+
+    def _timing_thread(self) -> bool:
+        if self._use_timing_thread is None:
+            # pyinstrument reads the clock at every call and return while profiling. Where
+            # that clock is slow (some VMs: several µs a read), a timing thread that updates
+            # a shared timestamp every interval is far cheaper; pyinstrument measures this
+            # once per process.
+            overhead = timing_overhead().get("walltime", 0.0)
+            self._use_timing_thread = overhead > _SLOW_TIMER_SECONDS
+            if self._use_timing_thread:
+                _logger.info(
+                    "pystrument: the system clock costs %.0f ns a read; profiling with "
+                    "pyinstrument's timing thread",
+                    overhead * 1e9,
+                )
+        return self._use_timing_thread
 
     def _start_profile(self, span: Span, caller: types.FrameType) -> None:
         if not span.is_recording():
@@ -401,6 +443,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             interval=self._interval,
             async_mode=_ASYNC_MODE if in_event_loop else _THREAD_MODE,
             max_duration=self._max_trace_duration or None,
+            use_timing_thread=self._timing_thread(),
         )
         metrics = RequestMetrics(
             track_memory=self._track_memory, slow_query_threshold=self._slow_query_threshold

@@ -37,7 +37,11 @@ def thread_profile() -> Iterator[None]:
     if marker is None or marker.thread_id == threading.get_ident():
         yield
         return
-    profiler = Profiler(interval=marker.interval, async_mode="disabled")
+    profiler = Profiler(
+        interval=marker.interval,
+        async_mode="disabled",
+        use_timing_thread=marker.use_timing_thread,
+    )
     try:
         profiler.start(caller_frame=sys._getframe(2))
     except Exception:

@@ -1,0 +1,348 @@
+"""Overhead of the span processor against OpenTelemetry alone and against the peers.
+
+Two parts, both printed as ratios:
+
+1. Request overhead. One Flask app, two endpoints: ``/fast`` (~1 ms of Python) and ``/mixed``
+   (~25 ms of Python + 25 ms of sleep). Each variant runs in its own subprocess (Sentry and
+   Pyroscope patch process-wide state), driving the app's WSGI callable in-process from one
+   client thread (closed loop, no sockets, so the figures are the instrumentation's cost, not
+   the network's). Variants are interleaved over rounds; per variant we keep the best round's
+   p50 and p99 latency and its throughput, then divide by OTel-only's.
+
+   Variants: no tracing; OTel only (Flask instrumentation + BatchSpanProcessor to an exporter
+   that drops); OTel + our processor at sampling rate 0, at defaults (``ProfilerConfig()``:
+   rate 1.0 capped at 10 profiles/s), and at rate 1.0 uncapped; pyinstrument's own per-request
+   recipe (OTel + a Profiler started/stopped in before/after_request, its tree built); Sentry
+   (``sentry-sdk`` with tracing and profiling at 1.0, a transport that drops; Sentry does its
+   own tracing, no OTel); Pyroscope (``pyroscope-io`` sampling at 100 Hz, the
+   ``pyroscope-otel`` span processor on OTel; uploads to a closed port fail in the background).
+
+2. Fixed costs (same process, best of several timing loops): a SERVER span with our processor
+   at rate 0 against the same span with OTel alone; one profiled span's start + stop + build
+   + prune + encode with an almost empty body; build + prune + encode of a realistic ~40
+   sample session alone.
+
+Run from the repository root (needs the `bench` extra for the peers):
+    PYTHONPATH=. .venv/bin/python benchmarks/processor_overhead.py [--rounds 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+VARIANTS = (
+    "none",
+    "otel",
+    "ours_rate0",
+    "ours_default",
+    "ours_rate1",
+    "pyinstrument_mw",
+    "sentry",
+    "pyroscope",
+)
+ENDPOINTS = {"/fast": 600, "/mixed": 30}  # requests per round per variant
+
+
+def spin(seconds: float) -> int:
+    count = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        count += 1
+    return count
+
+
+def fast_work() -> int:
+    return spin(0.001)
+
+
+def mixed_work() -> int:
+    count = spin(0.025)
+    time.sleep(0.025)
+    return count
+
+
+def make_app(variant: str) -> Callable[..., Any]:
+    """The Flask app wired for ``variant``; returns its WSGI callable."""
+    if variant == "sentry":
+        import sentry_sdk
+        from sentry_sdk.integrations.flask import FlaskIntegration
+        from sentry_sdk.transport import Transport
+
+        class DroppingTransport(Transport):
+            def capture_envelope(self, envelope: Any) -> None:
+                pass
+
+        sentry_sdk.init(
+            dsn="http://public@127.0.0.1:9/1",
+            transport=DroppingTransport,
+            traces_sample_rate=1.0,
+            profiles_sample_rate=1.0,
+            integrations=[FlaskIntegration()],
+        )
+    if variant == "pyroscope":
+        import pyroscope
+
+        pyroscope.configure(
+            application_name="bench", server_address="http://127.0.0.1:9", sample_rate=100
+        )
+
+    from flask import Flask
+
+    app = Flask("bench")
+
+    @app.get("/fast")
+    def fast() -> str:
+        return str(fast_work())
+
+    @app.get("/mixed")
+    def mixed() -> str:
+        return str(mixed_work())
+
+    if variant in ("none", "sentry"):
+        return app.wsgi_app
+    _instrument(app, variant)
+    return app.wsgi_app
+
+
+def _instrument(app: Any, variant: str) -> None:
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from otel_pyinstrument_processor import ProfilerConfig, PyinstrumentSpanProcessor
+
+    class DroppingExporter(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    if variant == "ours_rate0":
+        provider.add_span_processor(PyinstrumentSpanProcessor(sampling_rate=0.0))
+    elif variant == "ours_default":
+        provider.add_span_processor(PyinstrumentSpanProcessor.from_config(ProfilerConfig()))
+    elif variant == "ours_rate1":
+        provider.add_span_processor(PyinstrumentSpanProcessor(sampling_rate=1.0))
+    elif variant == "pyroscope":
+        from pyroscope.otel import PyroscopeSpanProcessor
+
+        provider.add_span_processor(PyroscopeSpanProcessor())
+    elif variant == "pyinstrument_mw":
+        _pyinstrument_recipe(app)
+    provider.add_span_processor(BatchSpanProcessor(DroppingExporter()))
+    FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
+
+
+def _pyinstrument_recipe(app: Any) -> None:
+    # pyinstrument's documented Flask recipe, profiling every request; the tree is built
+    # (root_frame) instead of rendered to HTML, which is what our processor does too.
+    from flask import g
+    from pyinstrument import Profiler
+
+    @app.before_request
+    def start_profile() -> None:
+        g.profiler = Profiler(interval=0.001, async_mode="disabled")
+        g.profiler.start()
+
+    @app.after_request
+    def stop_profile(response: Any) -> Any:
+        session = g.profiler.stop()
+        session.root_frame()
+        return response
+
+
+def run_worker(variant: str, endpoint: str, count: int) -> dict[str, float]:
+    """Drive ``count`` requests through the app; latencies in seconds after a warm-up."""
+    wsgi = make_app(variant)
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(path=endpoint).get_environ()
+
+    def start_response(status: str, headers: list, exc_info: Any = None) -> None:
+        assert status.startswith("200"), status
+
+    for _ in range(max(3, count // 10)):
+        b"".join(wsgi(dict(environ), start_response))
+    latencies = []
+    began = time.perf_counter()
+    for _ in range(count):
+        started = time.perf_counter()
+        b"".join(wsgi(dict(environ), start_response))
+        latencies.append(time.perf_counter() - started)
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+    return {
+        "p50": latencies[len(latencies) // 2],
+        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "rps": count / elapsed,
+    }
+
+
+def run_variant(variant: str, endpoint: str, count: int) -> dict[str, float] | str:
+    env = {**os.environ, "PYINSTRUMENT_IGNORE_OVERHEAD_WARNING": "1"}
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", variant, endpoint, str(count)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return (done.stderr.strip().splitlines() or ["failed"])[-1][:120]
+    return json.loads(lines[-1])
+
+
+# -- fixed costs -------------------------------------------------------------------------
+
+
+def fixed_costs() -> dict[str, float]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import SpanKind
+
+    from otel_pyinstrument_processor import PyinstrumentSpanProcessor
+    from otel_pyinstrument_processor.calltree import PruneOptions, build_call_tree, prune
+    from otel_pyinstrument_processor.wire import encode_profile
+
+    def per_call(fn: Callable[[], Any], n: int, repeats: int = 5) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best = min(best, (time.perf_counter() - started) / n)
+        return best
+
+    def tracer_with(*processors: Any) -> Any:
+        provider = TracerProvider()
+        for processor in processors:
+            provider.add_span_processor(processor)
+        return provider.get_tracer("bench")
+
+    attributes = {"url.path": "/api/x", "http.request.method": "GET"}
+    plain = tracer_with()
+    rate0 = tracer_with(PyinstrumentSpanProcessor(sampling_rate=0.0))
+    rate1 = tracer_with(PyinstrumentSpanProcessor(sampling_rate=1.0))
+    child_tracer = rate0
+
+    def span(tracer: Any) -> Callable[[], None]:
+        def make() -> None:
+            with tracer.start_as_current_span(
+                "GET /x", kind=SpanKind.SERVER, attributes=attributes
+            ):
+                pass
+
+        return make
+
+    def child_span() -> None:
+        with child_tracer.start_as_current_span("SELECT", attributes={"db.system": "sqlite"}):
+            pass
+
+    results = {
+        "otel_span_us": per_call(span(plain), 20000) * 1e6,
+        "rate0_span_us": per_call(span(rate0), 20000) * 1e6,
+        "child_span_rate0_us": per_call(child_span, 20000) * 1e6,
+        "profiled_empty_span_us": per_call(span(rate1), 2000) * 1e6,
+    }
+    results["unprofiled_extra_us"] = results["rate0_span_us"] - results["otel_span_us"]
+    results["profiled_fixed_us"] = results["profiled_empty_span_us"] - results["otel_span_us"]
+
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.001, async_mode="disabled")
+    profiler.start()
+    mixed_app_like_work()
+    session = profiler.stop()
+    options = PruneOptions(library_prefixes=tuple(session.sys_prefixes))
+
+    def encode_session() -> None:
+        tree = build_call_tree(session)
+        assert tree is not None
+        encode_profile(prune(tree, options))
+
+    results["session_samples"] = float(len(session.frame_records))
+    results["build_prune_encode_us"] = per_call(encode_session, 200) * 1e6
+    return results
+
+
+def mixed_app_like_work() -> None:
+    import json as json_module
+    import sqlite3
+
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    db.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"v{i}") for i in range(3000)])
+    rows = db.execute("SELECT * FROM t").fetchall()
+    json_module.dumps([{"id": i, "v": v} for i, v in rows] * 3)
+    spin(0.015)
+    time.sleep(0.02)
+
+
+# -- main -------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
+    parser.add_argument("--quick", action="store_true", help="a third of the requests")
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        variant, endpoint, count = args.worker
+        print(json.dumps(run_worker(variant, endpoint, int(count))))
+        return 0
+
+    began = time.monotonic()
+    best: dict[tuple[str, str], dict[str, float]] = {}
+    failures: dict[str, str] = {}
+    for _round in range(args.rounds):
+        for endpoint, count in ENDPOINTS.items():
+            count = max(10, count // 3) if args.quick else count
+            for variant in VARIANTS:
+                if variant in failures:
+                    continue
+                result = run_variant(variant, endpoint, count)
+                if isinstance(result, str):
+                    failures[variant] = result
+                    continue
+                key = (variant, endpoint)
+                previous = best.get(key)
+                if previous is None or result["p50"] < previous["p50"]:
+                    best[key] = result
+
+    for endpoint in ENDPOINTS:
+        base = best.get(("otel", endpoint))
+        print(f"\n{endpoint}  (ratios to OTel only; lower latency / higher throughput is better)")
+        header = ("p50 ms", "p99 ms", "req/s", "p50 x", "p99 x", "thru x")
+        print(f"{'variant':<18}" + "".join(f"{h:>9}" for h in header))
+        for variant in VARIANTS:
+            r = best.get((variant, endpoint))
+            if r is None:
+                print(f"{variant:<18}  did not run: {failures.get(variant, '?')}")
+                continue
+            ratios = (
+                (r["p50"] / base["p50"], r["p99"] / base["p99"], r["rps"] / base["rps"])
+                if base
+                else (float("nan"),) * 3
+            )
+            print(
+                f"{variant:<18}{r['p50'] * 1e3:>9.3f}{r['p99'] * 1e3:>9.3f}{r['rps']:>9.0f}"
+                f"{ratios[0]:>9.3f}{ratios[1]:>9.3f}{ratios[2]:>9.3f}"
+            )
+
+    costs = fixed_costs()
+    print("\nfixed costs (best of 5 loops)")
+    for name, value in costs.items():
+        print(f"  {name:<26}{value:>10.2f}")
+    print(f"\n(total {time.monotonic() - began:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
