@@ -7,7 +7,9 @@ Two parts, both printed as ratios:
    Pyroscope patch process-wide state), driving the app's WSGI callable in-process from one
    client thread (closed loop, no sockets, so the figures are the instrumentation's cost, not
    the network's). Variants are interleaved over rounds; per variant we keep the best round's
-   p50 and p99 latency and its throughput, then divide by OTel-only's.
+   p50 and p99 latency, throughput and CPU time per request (process CPU, background threads
+   included: the figure least disturbed by other load on a shared machine), then divide by
+   OTel-only's.
 
    Variants: no tracing; OTel only (Flask instrumentation + BatchSpanProcessor to an exporter
    that drops); OTel + our processor at sampling rate 0, at defaults (``ProfilerConfig()``:
@@ -47,7 +49,7 @@ VARIANTS = (
     "sentry",
     "pyroscope",
 )
-ENDPOINTS = {"/fast": 600, "/mixed": 30}  # requests per round per variant
+ENDPOINTS = {"/fast": 400, "/mixed": 20}  # requests per round per variant
 
 
 def spin(seconds: float) -> int:
@@ -170,14 +172,17 @@ def run_worker(variant: str, endpoint: str, count: int) -> dict[str, float]:
     for _ in range(max(3, count // 10)):
         b"".join(wsgi(dict(environ), start_response))
     latencies = []
+    cpu_began = time.process_time()
     began = time.perf_counter()
     for _ in range(count):
         started = time.perf_counter()
         b"".join(wsgi(dict(environ), start_response))
         latencies.append(time.perf_counter() - started)
     elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu_began
     latencies.sort()
     return {
+        "cpu": cpu / count,
         "p50": latencies[len(latencies) // 2],
         "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "rps": count / elapsed,
@@ -289,7 +294,7 @@ def mixed_app_like_work() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--quick", action="store_true", help="a third of the requests")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -311,15 +316,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if isinstance(result, str):
                     failures[variant] = result
                     continue
-                key = (variant, endpoint)
-                previous = best.get(key)
-                if previous is None or result["p50"] < previous["p50"]:
-                    best[key] = result
+                # Best of the rounds per measure: on a shared machine every disturbance
+                # only ever makes a figure worse.
+                previous = best.setdefault((variant, endpoint), dict(result))
+                for measure in ("p50", "p99", "cpu"):
+                    previous[measure] = min(previous[measure], result[measure])
+                previous["rps"] = max(previous["rps"], result["rps"])
 
     for endpoint in ENDPOINTS:
         base = best.get(("otel", endpoint))
         print(f"\n{endpoint}  (ratios to OTel only; lower latency / higher throughput is better)")
-        header = ("p50 ms", "p99 ms", "req/s", "p50 x", "p99 x", "thru x")
+        header = ("p50 ms", "p99 ms", "req/s", "cpu ms", "p50 x", "p99 x", "thru x", "cpu x")
         print(f"{'variant':<18}" + "".join(f"{h:>9}" for h in header))
         for variant in VARIANTS:
             r = best.get((variant, endpoint))
@@ -327,13 +334,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{variant:<18}  did not run: {failures.get(variant, '?')}")
                 continue
             ratios = (
-                (r["p50"] / base["p50"], r["p99"] / base["p99"], r["rps"] / base["rps"])
+                [r[m] / base[m] for m in ("p50", "p99", "rps", "cpu")]
                 if base
-                else (float("nan"),) * 3
+                else [float("nan")] * 4
             )
             print(
                 f"{variant:<18}{r['p50'] * 1e3:>9.3f}{r['p99'] * 1e3:>9.3f}{r['rps']:>9.0f}"
-                f"{ratios[0]:>9.3f}{ratios[1]:>9.3f}{ratios[2]:>9.3f}"
+                f"{r['cpu'] * 1e3:>9.3f}" + "".join(f"{ratio:>9.3f}" for ratio in ratios)
             )
 
     costs = fixed_costs()

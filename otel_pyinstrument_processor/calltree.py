@@ -158,8 +158,14 @@ def build_call_tree(session: Session) -> CallTreeNode | None:
 def tree_from_frame_records(
     frame_records: Sequence[tuple[Sequence[str], float]],
     start_call_stack: Sequence[str] = (),
+    min_share: float = 0.0,
 ) -> CallTreeNode | None:
-    """Build the tree from raw pyinstrument frame records; see :func:`build_call_tree`."""
+    """Build the tree from raw pyinstrument frame records; see :func:`build_call_tree`.
+
+    With ``min_share`` > 0, subtrees below that share of the root's total time are folded
+    into their parent while the nodes are made (as :func:`fold_small_frames` would do after),
+    so the tree is never built in full: most nodes of a deep request are tiny.
+    """
     root = _Builder("")
     # The same frame info (function + current line) recurs in most samples: parse it once.
     parsed: dict[str, tuple[str, str | None]] = {}
@@ -187,7 +193,7 @@ def tree_from_frame_records(
     if len(root.children) == 1 and root.self_time == 0:
         top = next(iter(root.children.values()))
     top = _trim_stem(top, start_call_stack)
-    return _to_nodes(top)
+    return _to_nodes(top, min_share * top.total)
 
 
 def _parse_frame_info(frame_info: str) -> tuple[str, str | None]:
@@ -215,12 +221,15 @@ def _trim_stem(top: _Builder, start_call_stack: Sequence[str]) -> _Builder:
     return top
 
 
-def _to_nodes(top: _Builder) -> CallTreeNode:
+def _to_nodes(top: _Builder, min_total: float = 0.0) -> CallTreeNode:
     root = _node_from_builder(top)
     stack = [(top, root)]
     while stack:
         builder, node = stack.pop()
         for child_builder in builder.children.values():
+            if child_builder.total < min_total:
+                node.self_time += child_builder.total
+                continue
             child = _node_from_builder(child_builder)
             node.children.append(child)
             stack.append((child_builder, child))

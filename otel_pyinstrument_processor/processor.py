@@ -539,7 +539,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             records = session.frame_records
             if state.marker.worker_records:
                 records = merge_worker_records(records, state.marker.worker_records)
-            tree = tree_from_frame_records(records, session.start_call_stack)
+            tree = tree_from_frame_records(records, session.start_call_stack, self._min_share)
             if tree is None:
                 self._stats.increment("profiles_empty")
                 return attributes
