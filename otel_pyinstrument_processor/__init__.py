@@ -18,7 +18,8 @@ from otel_pyinstrument_processor.calltree import (
 )
 from otel_pyinstrument_processor.config import ConfigError, ProfilerConfig
 from otel_pyinstrument_processor.monitor import monitor_performance, monitor_view
-from otel_pyinstrument_processor.processor import ProcessorStats, PyinstrumentSpanProcessor
+from otel_pyinstrument_processor.processor import PyinstrumentSpanProcessor
+from otel_pyinstrument_processor.processor_stats import ProcessorStats
 from otel_pyinstrument_processor.setup import configure
 from otel_pyinstrument_processor.threadwork import (
     profile_sync_endpoints,

@@ -15,7 +15,7 @@ from typing import Any
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_pyinstrument_processor.config import ProfilerConfig
-from otel_pyinstrument_processor.processor import current_marker
+from otel_pyinstrument_processor.request_profile import current_marker
 from otel_pyinstrument_processor.setup import configure
 
 SETTINGS_NAME = "PERFORMANCE_MONITOR"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import math
 import random
@@ -24,20 +23,26 @@ import threading
 import time
 import types
 from collections.abc import Mapping
-from contextvars import ContextVar, Token
+from contextvars import Token
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 from pyinstrument import Profiler
-from pyinstrument.frame import AWAIT_FRAME_IDENTIFIER
 from pyinstrument.stack_sampler import timing_overhead
 
 from otel_pyinstrument_processor import attributes as attrs
 from otel_pyinstrument_processor.calltree import PruneOptions, prune, tree_from_frame_records
 from otel_pyinstrument_processor.config import DENIED_HEADERS, ProfilerConfig
+from otel_pyinstrument_processor.processor_stats import ProcessorStats, RateLimitedLog
 from otel_pyinstrument_processor.request_metrics import RequestMetrics
+from otel_pyinstrument_processor.request_profile import (
+    BoundedProfiler,
+    ProfileMarker,
+    current_profile,
+    merge_worker_records,
+)
 from otel_pyinstrument_processor.sampling import SamplingPolicy
 from otel_pyinstrument_processor.wire import DEFAULT_MAX_BYTES, ProfileTooLargeError, encode_profile
 
@@ -52,137 +57,6 @@ _THREAD_MODE = "disabled"
 _ASYNC_MODE = "strict"
 _MAX_TRACKED_CHILDREN = 10_000
 _SLOW_TIMER_SECONDS = 300e-9  # pyinstrument's own threshold for warning about the timer
-
-_LOG_INTERVAL_SECONDS = 60.0
-
-
-class _Marker:
-    """What the context variable holds: only a flag, so a context that outlives its
-    profile (the span ended elsewhere) keeps no span or profile data alive."""
-
-    __slots__ = (
-        "active",
-        "interval",
-        "metrics",
-        "thread_id",
-        "use_timing_thread",
-        "worker_records",
-    )
-
-    def __init__(self, metrics: RequestMetrics, profiler: Profiler) -> None:
-        self.active = True
-        self.metrics = metrics
-        self.interval = profiler.interval
-        self.use_timing_thread = profiler.use_timing_thread
-        self.thread_id = threading.get_ident()
-        # Samples from worker threads the request handed work to (see threadwork.py).
-        self.worker_records: list[tuple[list[str], float]] = []
-
-
-def current_marker() -> _Marker | None:
-    """The running profile of this context, if any (for code that profiles worker threads)."""
-    marker = _current_profile.get()
-    return marker if marker is not None and marker.active else None
-
-
-# One profiler per thread/async context: set while a span of this context is profiled.
-_current_profile: ContextVar[_Marker | None] = ContextVar(
-    "pystrument_current_profile", default=None
-)
-
-
-@dataclasses.dataclass
-class ProcessorStats:
-    """Counters of what the processor did; read them, don't write them."""
-
-    profiles_started: int = 0
-    profiles_attached: int = 0
-    profiles_empty: int = 0
-    """Profiled spans that ended before pyinstrument took a sample (metrics only, no tree)."""
-    profiles_dropped_fast: int = 0
-    """Profiled spans shorter than the keep-if-slow threshold (metrics only, no tree)."""
-    profiles_stopped_early: int = 0
-    """Profiles that reached ``max_trace_duration`` and stopped recording."""
-    profiles_skipped_nested: int = 0
-    profiles_dropped_oversize: int = 0
-    profiles_dropped_cross_thread: int = 0
-    errors: int = 0
-    _lock: threading.Lock = dataclasses.field(
-        default_factory=threading.Lock, repr=False, compare=False
-    )
-
-    def increment(self, counter: str) -> None:
-        """Add one to ``counter`` (thread-safe)."""
-        with self._lock:
-            setattr(self, counter, getattr(self, counter) + 1)
-
-    def snapshot(self) -> dict[str, int]:
-        """All counters as a dict."""
-        with self._lock:
-            return {
-                field.name: getattr(self, field.name)
-                for field in dataclasses.fields(self)
-                if not field.name.startswith("_")
-            }
-
-
-class _RateLimitedLog:
-    """Logs the first message of each kind, then at most one per interval with a count."""
-
-    def __init__(self, logger: logging.Logger, interval: float = _LOG_INTERVAL_SECONDS) -> None:
-        self._logger = logger
-        self._interval = interval
-        self._lock = threading.Lock()
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, kind: str, message: str, *args: object, exc_info: bool = False) -> None:
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(kind)
-            if last is not None and now - last < self._interval:
-                self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
-                return
-            self._last[kind] = now
-            suppressed = self._suppressed.pop(kind, 0)
-        if suppressed:
-            message += " (%d similar messages suppressed)"
-            args = (*args, suppressed)
-        self._logger.warning(message, *args, exc_info=exc_info)
-
-
-class _BoundedProfiler(Profiler):
-    """A Profiler that stops recording samples once ``max_duration`` seconds have passed,
-    so a runaway request cannot grow an unbounded sample list or tree."""
-
-    def __init__(
-        self,
-        *,
-        interval: float,
-        async_mode: str,
-        max_duration: float | None,
-        use_timing_thread: bool | None,
-    ) -> None:
-        super().__init__(
-            interval=interval,
-            async_mode=async_mode,  # type: ignore[arg-type]
-            use_timing_thread=use_timing_thread,
-        )
-        self.remaining = math.inf if max_duration is None else max_duration
-        self.stopped_early = False
-
-    def _sampler_saw_call_stack(self, call_stack, time_since_last_sample, async_state):  # type: ignore[no-untyped-def]
-        if self.stopped_early:
-            return
-        # Count down with the sample's own elapsed time: reading a clock here would cost a
-        # timer call per sample.
-        self.remaining -= time_since_last_sample
-        if self.remaining < 0:
-            # pyinstrument's sampler may only be unsubscribed from outside its own callback;
-            # from here on each sample costs one comparison and is not kept.
-            self.stopped_early = True
-            return
-        super()._sampler_saw_call_stack(call_stack, time_since_last_sample, async_state)
 
 
 class _ActiveProfile:
@@ -202,7 +76,7 @@ class _ActiveProfile:
         "token",
     )
 
-    def __init__(self, span: Span, profiler: _BoundedProfiler, metrics: RequestMetrics) -> None:
+    def __init__(self, span: Span, profiler: BoundedProfiler, metrics: RequestMetrics) -> None:
         self.span = span
         self.profiler = profiler
         self.metrics = metrics
@@ -212,8 +86,8 @@ class _ActiveProfile:
         self.finished = False
         self.discard = False  # set by shutdown: stop the profiler, attach nothing
         self.previous_end: Any = None
-        self.marker = _Marker(metrics, profiler)
-        self.token: Token[_Marker | None] | None = None
+        self.marker = ProfileMarker(metrics, profiler)
+        self.token: Token[ProfileMarker | None] | None = None
 
 
 class PyinstrumentSpanProcessor(SpanProcessor):
@@ -246,7 +120,9 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         """Raise ValueError for a ``sampling_rate`` outside [0, 1], an ``interval`` that is
         not > 0, a ``max_profile_bytes`` that is not a positive int, or a ``min_share``
         outside [0, 1); the other settings are validated as in :class:`ProfilerConfig`
-        (see :meth:`from_config` for their meaning)."""
+        (see :meth:`from_config` for their meaning). ``use_timing_thread``: None picks
+        pyinstrument's timing thread when the system clock is slow to read, as measured by
+        pyinstrument."""
         if not _is_number(sampling_rate) or not 0 <= sampling_rate <= 1:
             raise ValueError(f"sampling_rate must be a number in [0, 1], got {sampling_rate!r}")
         if not _is_number(interval) or interval <= 0:
@@ -296,7 +172,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         self._orphans: dict[int, list[Profiler]] = {}
         self._is_shutdown = False
         self._stats = ProcessorStats()
-        self._log = _RateLimitedLog(_logger)
+        self._log = RateLimitedLog(_logger)
 
     @classmethod
     def from_config(cls, config: ProfilerConfig) -> PyinstrumentSpanProcessor:
@@ -348,7 +224,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
                 self._reap_orphans()
             if self._is_shutdown:
                 return
-            current = _current_profile.get()
+            current = current_profile.get()
             # The SDK's public `attributes` copies into a read-only proxy (~1 µs); the span's
             # own mapping is read, never written, here.
             attributes = getattr(span, "_attributes", None)
@@ -439,7 +315,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         if not span.is_recording():
             return
         in_event_loop = asyncio._get_running_loop() is not None
-        profiler = _BoundedProfiler(
+        profiler = BoundedProfiler(
             interval=self._interval,
             async_mode=_ASYNC_MODE if in_event_loop else _THREAD_MODE,
             max_duration=self._max_trace_duration or None,
@@ -457,7 +333,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             raise
         with self._lock:
             self._active.add(state)
-        state.token = _current_profile.set(state.marker)
+        state.token = current_profile.set(state.marker)
         self._stats.increment("profiles_started")
 
     def _install_end_hook(self, state: _ActiveProfile) -> None:
@@ -594,7 +470,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             return
         # Ended in another context: the marker stays there but reads as finished.
         with contextlib.suppress(ValueError, RuntimeError):
-            _current_profile.reset(token)
+            current_profile.reset(token)
 
     def _reap_orphans(self) -> None:
         alive = {thread.ident for thread in threading.enumerate()}
@@ -613,35 +489,6 @@ class PyinstrumentSpanProcessor(SpanProcessor):
     def _error(self, kind: str, message: str) -> None:
         self._stats.increment("errors")
         self._log.warning(kind, message, exc_info=True)
-
-
-_THREADPOOL_MARKERS = ("run_in_threadpool", "run_sync", "to_thread")
-
-
-def merge_worker_records(
-    records: list[tuple[list[str], float]], worker: list[tuple[list[str], float]]
-) -> list[tuple[list[str], float]]:
-    """Put worker-thread samples where the request awaited them.
-
-    The event-loop profile shows the request awaiting the threadpool as ``<await>`` samples
-    under e.g. ``run_in_threadpool``; those samples are replaced by the worker's, grafted
-    under the same awaiting stack, so the time appears once, as the worker's frames.
-    """
-    prefix: list[str] | None = None
-    kept: list[tuple[list[str], float]] = []
-    for stack, elapsed in records:
-        if (
-            stack
-            and stack[-1] == AWAIT_FRAME_IDENTIFIER
-            and any(marker in frame for frame in stack for marker in _THREADPOOL_MARKERS)
-        ):
-            if prefix is None:
-                prefix = stack[:-1]
-            continue
-        kept.append((stack, elapsed))
-    base = prefix or []
-    kept.extend((base + stack, elapsed) for stack, elapsed in worker)
-    return kept
 
 
 def _redacted_headers(span: Span) -> dict[str, str]:

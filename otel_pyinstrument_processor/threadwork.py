@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pyinstrument import Profiler
 
-from otel_pyinstrument_processor.processor import current_marker
+from otel_pyinstrument_processor.request_profile import current_marker
 
 _logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
