@@ -35,12 +35,25 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
 
 
+# /proc/self/statm kept open (opening it is most of the cost); reopened in a forked child,
+# where the inherited descriptor would still describe the parent.
+_statm: tuple[int, int] | None = None  # (pid, fd)
+_statm_lock = threading.Lock()
+
+
 def current_rss() -> int | None:
     """Resident set size of this process in bytes, or None where it cannot be read cheaply."""
+    global _statm
     try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * _PAGE_SIZE
-    except (OSError, ValueError, IndexError):
+        pid = os.getpid()
+        statm = _statm
+        if statm is None or statm[0] != pid:
+            with _statm_lock:
+                if _statm is None or _statm[0] != pid:
+                    _statm = (pid, os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC))
+                statm = _statm
+        return int(os.pread(statm[1], 128, 0).split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError, AttributeError):
         return None
 
 
