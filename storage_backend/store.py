@@ -148,21 +148,46 @@ class Store:
         Returns only once both writes are acknowledged. Idempotent: retrying after a failure
         (StoreUnavailableError) stores nothing twice.
         """
+        return self.ingest_many([(project, batch)])[0]
+
+    def ingest_many(
+        self, items: Sequence[tuple[Project, Sequence[ResourceSpans]]]
+    ) -> list[IngestResult]:
+        """Store many (project, batch) items with one `insert_many` per collection (the
+        receiver's group commit): the one write path of ingested spans.
+
+        Returns one IngestResult per item, in order, only once every write is acknowledged;
+        raises StoreError (nothing is then acknowledged, though some documents may be
+        written: a retry skips them, the `_id`s being deterministic).
+        """
         now = datetime.now(timezone.utc)
-        retention = (
-            timedelta(days=project.config.retention_days)
-            if project.config.retention_days
-            else self.retention
-        )
-        span_docs = build_span_documents(project.id, batch, retention=retention, received_at=now)
-        records = build_performance_records(project.id, batch, retention=retention, received_at=now)
+        span_docs: list[dict[str, Any]] = []
+        records: list[dict[str, Any]] = []
+        results: list[IngestResult] = []
+        for project, batch in items:
+            retention = (
+                timedelta(days=project.config.retention_days)
+                if project.config.retention_days
+                else self.retention
+            )
+            item_spans = build_span_documents(
+                project.id, batch, retention=retention, received_at=now
+            )
+            item_records = build_performance_records(
+                project.id, batch, retention=retention, received_at=now
+            )
+            span_docs += item_spans
+            records += item_records
+            results.append(
+                IngestResult(
+                    spans=sum(d["span_count"] for d in item_spans),
+                    span_documents=len(item_spans),
+                    performance_records=len(item_records),
+                )
+            )
         self._insert_idempotent(SPANS, span_docs)
         self._insert_idempotent(PERFORMANCE_RECORDS, records)
-        return IngestResult(
-            spans=sum(d["span_count"] for d in span_docs),
-            span_documents=len(span_docs),
-            performance_records=len(records),
-        )
+        return results
 
     def _insert_idempotent(self, collection: str, docs: list[dict[str, Any]]) -> None:
         if not docs:
