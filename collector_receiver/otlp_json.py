@@ -34,18 +34,22 @@ def _hex_ids_to_base64(obj: dict[str, Any]) -> None:
                 obj[name] = ""
 
 
+def _dicts(obj: dict[str, Any], *names: str) -> list[dict[str, Any]]:
+    # Wrong shapes are left for json_format to reject with a message; here they are skipped.
+    for name in names:
+        value = obj.get(name)
+        if isinstance(value, list):
+            return [item for item in value if isinstance(item, dict)]
+    return []
+
+
 def _spans_of(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for rs in payload.get("resourceSpans") or payload.get("resource_spans") or []:
-        if not isinstance(rs, dict):
-            continue
-        for ss in rs.get("scopeSpans") or rs.get("scope_spans") or []:
-            if not isinstance(ss, dict):
-                continue
-            for span in ss.get("spans") or []:
-                if isinstance(span, dict):
-                    out.append(span)
-    return out
+    return [
+        span
+        for rs in _dicts(payload, "resourceSpans", "resource_spans")
+        for ss in _dicts(rs, "scopeSpans", "scope_spans")
+        for span in _dicts(ss, "spans")
+    ]
 
 
 def parse_json_request(body: bytes) -> ExportTraceServiceRequest:
@@ -59,9 +63,8 @@ def parse_json_request(body: bytes) -> ExportTraceServiceRequest:
         raise InvalidRequestError("an OTLP/JSON body must be an object with resourceSpans")
     for span in _spans_of(payload):
         _hex_ids_to_base64(span)
-        for link in span.get("links") or []:
-            if isinstance(link, dict):
-                _hex_ids_to_base64(link)
+        for link in _dicts(span, "links"):
+            _hex_ids_to_base64(link)
     request = ExportTraceServiceRequest()
     try:
         json_format.ParseDict(payload, request, ignore_unknown_fields=True)
