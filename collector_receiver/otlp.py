@@ -119,29 +119,46 @@ def decode_request(
             scope_name = scope_spans.scope.name
             scope_version = scope_spans.scope.version
             for span in scope_spans.spans:
-                problem = _span_problem(span, max_attributes)
-                if problem:
+                # Each field access builds a Python object: read every field once, check the
+                # common valid case inline, and only call _span_problem to explain a failure.
+                trace_id = span.trace_id
+                span_id = span.span_id
+                parent = span.parent_span_id
+                start = span.start_time_unix_nano
+                end = span.end_time_unix_nano
+                attrs = span.attributes
+                if (
+                    len(trace_id) != 16
+                    or len(span_id) != 8
+                    or trace_id == _ZERO_TRACE
+                    or span_id == _ZERO_SPAN
+                    or (parent and len(parent) != 8)
+                    or not start
+                    or not end
+                    or len(attrs) > max_attributes
+                ):
                     rejected += 1
-                    first_problem = first_problem or problem
+                    first_problem = first_problem or _span_problem(span, max_attributes) or ""
                     continue
-                kind = span.kind if 0 <= span.kind < len(_KINDS) else 0
-                status = span.status.code if 0 <= span.status.code < len(_STATUS) else 0
+                kind = span.kind
+                status = span.status
+                code = status.code
                 spans.append(
                     SpanData(
-                        trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(),
-                        parent_span_id=span.parent_span_id.hex() or None,
-                        name=span.name,
-                        kind=_KINDS[kind],
-                        start_time_ns=span.start_time_unix_nano,
-                        end_time_ns=span.end_time_unix_nano,
-                        attributes=attributes_dict(span.attributes),
-                        status_code=_STATUS[status],
-                        status_message=span.status.message,
-                        events=_events(span) if span.events else [],
-                        links=_links(span) if span.links else [],
-                        scope_name=scope_name,
-                        scope_version=scope_version,
+                        trace_id.hex(),
+                        span_id.hex(),
+                        parent.hex() if parent else None,
+                        span.name,
+                        _KINDS[kind] if 0 <= kind < 6 else "unspecified",
+                        start,
+                        end,
+                        attributes_dict(attrs),
+                        _STATUS[code] if 0 <= code < 3 else "unset",
+                        status.message,
+                        _events(span) if span.events else [],
+                        _links(span) if span.links else [],
+                        scope_name,
+                        scope_version,
                     )
                 )
         if spans:
