@@ -247,6 +247,12 @@ def _sender(target: str, key: str, payloads: list[bytes], seconds: float, thread
     out.put((sum(acked), sum(refused), time.monotonic() - started))
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process (Linux /proc), children excluded."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def end_to_end(payloads: list[bytes], seconds: float, senders: int, bound: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         embedded = EmbeddedServer(Path(tmp) / "mongo")
@@ -254,6 +260,20 @@ def end_to_end(payloads: list[bytes], seconds: float, senders: int, bound: int) 
         store = Store.connect(embedded.url, "bench")
         store.ensure_schema()
         try:
+            # The store alone, as a ceiling: Store.ingest_many of already-decoded requests.
+            direct, _ = store.projects.create("direct")
+            best_direct = 0.0
+            for rep in range(3):
+                items = [
+                    (direct, decode_request(ExportTraceServiceRequest.FromString(
+                        p.replace(ID_PREFIX, rep.to_bytes(len(ID_PREFIX), "big"))
+                    )).batch)
+                    for p in payloads
+                ]  # fmt: skip
+                started = time.perf_counter()
+                store.ingest_many(items)
+                spans = len(payloads) * TRACES_PER_REQUEST * SPANS_PER_TRACE
+                best_direct = max(best_direct, spans / (time.perf_counter() - started))
             _, key = store.projects.create("bench")
             ingestor = TraceIngestor(
                 store, batch_options=BatchOptions(max_inflight_spans=bound, writers=2)
@@ -276,8 +296,11 @@ def end_to_end(payloads: list[bytes], seconds: float, senders: int, bound: int) 
                 target=_sender,
                 args=(f"127.0.0.1:{port}", key, payloads, seconds, senders, queue),
             )
+            store_pid = embedded._proc.pid  # a benchmark may look inside
+            cpu_before = (_cpu_seconds(os.getpid()), _cpu_seconds(store_pid))
             proc.start()
             acked, refused, elapsed = queue.get(timeout=seconds + 180)
+            cpu_after = (_cpu_seconds(os.getpid()), _cpu_seconds(store_pid))
             proc.join(30)
             sampling = False
             server.stop(5).wait(10)
@@ -288,12 +311,15 @@ def end_to_end(payloads: list[bytes], seconds: float, senders: int, bound: int) 
             batches = ingestor.metrics.batch_requests
             return {
                 "acked": acked,
-                "stored": stored,
+                "stored": stored - 3 * len(payloads) * TRACES_PER_REQUEST * SPANS_PER_TRACE,
+                "store_only": best_direct,
                 "refused": refused,
                 "elapsed": elapsed,
                 "peak_inflight": peak,
                 "writes": batches.count(),
                 "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "receiver_cpu": cpu_after[0] - cpu_before[0],
+                "store_cpu": cpu_after[1] - cpu_before[1],
             }
         finally:
             store.client.close()
@@ -332,6 +358,10 @@ def main() -> None:
     e2e = end_to_end(payloads, args.seconds, args.senders, args.bound)
     throughput = e2e["acked"] / e2e["elapsed"]
     print(
+        f"{'store alone (Store.ingest_many)':<34}{e2e['store_only']:>12,.0f} spans/s   "
+        f"{e2e['store_only'] / parse:.2f}x   (decoded requests, no receiver)"
+    )
+    print(
         f"{'end to end (gRPC -> embedded store)':<34}{throughput:>12,.0f} spans/s   "
         f"{throughput / parse:.2f}x   ({args.senders} exporters, {e2e['elapsed']:.0f} s)"
     )
@@ -345,6 +375,11 @@ def main() -> None:
         f"{e2e['peak_inflight']:,} (bound {args.bound:,}); group writes {e2e['writes']:,} "
         f"(~{e2e['acked'] / max(1, e2e['writes']):,.0f} spans each); "
         f"receiver peak RSS {e2e['rss_mb']:.0f} MiB"
+    )
+    print(
+        f"  CPU seconds over the run: receiver {e2e['receiver_cpu']:.1f}, embedded store "
+        f"{e2e['store_cpu']:.1f} (of {e2e['elapsed']:.0f} s wall on {os.cpu_count()} cores; "
+        f"load average now {os.getloadavg()[0]:.1f})"
     )
     if loss:
         raise SystemExit(1)

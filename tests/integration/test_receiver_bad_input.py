@@ -105,13 +105,18 @@ def test_http_span_with_10000_attributes_is_rejected_alone(store, http_receiver,
     assert good.status_code == 200
 
 
-def _raw_grpc(target: str, payload: bytes, key: str) -> None:
+def _raw_grpc(target: str, payload: bytes, key: str, compression=None) -> None:
     """An Export call with arbitrary bytes as the message (what a broken client sends)."""
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(
             EXPORT_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b
         )
-        call(payload, metadata=(("authorization", f"Bearer {key}"),), timeout=20)
+        call(
+            payload,
+            metadata=(("authorization", f"Bearer {key}"),),
+            timeout=20,
+            compression=compression,
+        )
 
 
 @pytest.mark.parametrize(
@@ -153,6 +158,15 @@ def test_grpc_span_with_10000_attributes_is_rejected_alone(store, receiver, proj
         )
     assert response.partial_success.rejected_spans == 1
     assert span_counts(store) == (1, 0)
+
+
+def test_grpc_limit_applies_after_gzip_decompression(store, receiver, project):
+    # 17 MiB of zeros compress to ~17 KiB on the wire: still refused, as over the 16 MiB limit.
+    with pytest.raises(grpc.RpcError) as err:
+        _raw_grpc(receiver.target, bytes(17 * 1024 * 1024), project.key, grpc.Compression.Gzip)
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    _raw_grpc(receiver.target, good_body(), project.key, grpc.Compression.Gzip)
+    assert span_counts(store) == (2, 1)
 
 
 @pytest.mark.parametrize("compression", [Compression.NoCompression, Compression.Gzip])
