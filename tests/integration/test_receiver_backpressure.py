@@ -119,11 +119,18 @@ def test_over_the_bound_http_gets_429_with_retry_after(store, project, gated):
 
 
 def test_exporters_under_2x_overload_lose_nothing(store, project):
-    """Eight real exporters at once against a bound of half their spans: some exports are
-    refused with RetryInfo, the exporters retry, and every span is stored exactly once."""
-    ingestor = TraceIngestor(store, batch_options=BatchOptions(max_inflight_spans=120))
+    """Eight real exporters at once against a bound of half their spans: the first write is
+    held for a moment so the exports pile up; those over the bound are refused with
+    RetryInfo, the exporters retry, and every span is stored exactly once."""
+    gated = GatedStore(store)
+    ingestor = TraceIngestor(
+        gated,  # type: ignore[arg-type]
+        batch_options=BatchOptions(max_inflight_spans=120, retry_after_seconds=0.2),
+    )
     server, port = build_server(ingestor, GrpcOptions(host="127.0.0.1", port=0))
     server.start()
+    opener = threading.Timer(1.0, gated.gate.set)
+    opener.start()
     try:
         batches = [make_spans(n_traces=10, children=2, service=f"s{i}") for i in range(8)]
 
@@ -134,8 +141,14 @@ def test_exporters_under_2x_overload_lose_nothing(store, project):
             results = list(pool.map(send, batches))
         assert results == [SpanExportResult.SUCCESS] * 8
         assert span_counts(store) == (240, 80)
+        refused = ingestor.metrics.spans_refused.value(
+            transport="grpc", reason="RESOURCE_EXHAUSTED"
+        )
+        assert refused >= 120  # at least half the spans were pushed back once
         assert ingestor.writer.inflight_spans == 0
     finally:
+        opener.cancel()
+        gated.gate.set()
         server.stop(2).wait(5)
         ingestor.close(5)
 
