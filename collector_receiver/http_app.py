@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from collector_receiver import metrics, otlp_http
@@ -38,6 +40,7 @@ def create_app(
     ingestor: TraceIngestor | None = None,
     *,
     http_max_body_bytes: int = otlp_http.DEFAULT_MAX_BODY_BYTES,
+    cors_allowed_origins: Sequence[str] = (),
 ) -> FastAPI:
     """The HTTP app: OTLP/HTTP `/v1/traces`, `/metrics`, `/health` (liveness), `/ready` (store
     reachable), OpenAPI at `/docs`."""
@@ -52,6 +55,15 @@ def create_app(
     install_error_handlers(app)
     app.include_router(otlp_http.router)
     app.include_router(metrics.router)
+    if cors_allowed_origins:
+        # Browser exporters (OpenTelemetry JS in web pages) need CORS; nobody else does.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_allowed_origins),
+            allow_methods=["POST", "GET", "OPTIONS"],
+            allow_headers=["*"],
+            max_age=3600,
+        )
     # Routers: app.include_router(...) one per resource (OTLP/HTTP, projects, performance,
     # analysis), each added by the change that builds it.
 

@@ -50,6 +50,14 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grpc-max-message-bytes", type=int, help="largest OTLP/gRPC message")
     p.add_argument("--grpc-max-workers", type=int, help="gRPC handler threads (default 16)")
     p.add_argument(
+        "--grpc-max-concurrent-streams", type=int, help="per gRPC connection (default 100)"
+    )
+    p.add_argument(
+        "--grpc-keepalive-seconds",
+        type=float,
+        help="keepalive ping interval on idle gRPC connections (default: gRPC's)",
+    )
+    p.add_argument(
         "--http-max-body-bytes",
         type=int,
         help="largest OTLP/HTTP body after decompression (default 20 MiB; larger: 413)",
@@ -62,6 +70,11 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ingest-max-batch-spans", type=int, help="most spans per group-commit write")
     p.add_argument("--ingest-writers", type=int, help="group-commit writer threads (default 2)")
+    p.add_argument(
+        "--ingest-retry-after-seconds",
+        type=float,
+        help="retry hint sent with RESOURCE_EXHAUSTED/429 when busy (default 1.0)",
+    )
     p.add_argument(
         "--max-span-attributes",
         type=int,
@@ -143,6 +156,9 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         grpc_port=getattr(args, "grpc_port", None),
         grpc_max_message_bytes=getattr(args, "grpc_max_message_bytes", None),
         grpc_max_workers=getattr(args, "grpc_max_workers", None),
+        grpc_max_concurrent_streams=getattr(args, "grpc_max_concurrent_streams", None),
+        grpc_keepalive_seconds=getattr(args, "grpc_keepalive_seconds", None),
+        ingest_retry_after_seconds=getattr(args, "ingest_retry_after_seconds", None),
         http_max_body_bytes=getattr(args, "http_max_body_bytes", None),
         ingest_max_inflight_spans=getattr(args, "ingest_max_inflight_spans", None),
         ingest_max_batch_spans=getattr(args, "ingest_max_batch_spans", None),

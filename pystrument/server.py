@@ -123,7 +123,12 @@ class Receiver:
         self._grpc: grpc.Server
         self._grpc, self.grpc_port = build_server(self.ingestor, options)
         self.http = HttpServer(
-            create_app(store, self.ingestor, http_max_body_bytes=settings.http_max_body_bytes),
+            create_app(
+                store,
+                self.ingestor,
+                http_max_body_bytes=settings.http_max_body_bytes,
+                cors_allowed_origins=settings.http_cors_allowed_origins,
+            ),
             host=settings.http_host,
             port=settings.http_port,
             ssl_certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,

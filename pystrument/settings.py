@@ -49,6 +49,10 @@ class ServerSettings(BaseSettings):
     http_max_body_bytes: int = Field(
         20 * 1024 * 1024, ge=1024, description="largest OTLP/HTTP body, after decompression"
     )
+    http_cors_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="origins browsers may export from (OTLP/HTTP from web apps); empty = none",
+    )
     ingest_max_inflight_spans: int = Field(
         100_000, ge=1, description="spans admitted at once; beyond: RESOURCE_EXHAUSTED / 429"
     )

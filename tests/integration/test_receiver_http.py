@@ -191,3 +191,23 @@ def test_metrics_count_accepted_rejected_and_refused_spans(store, http_receiver,
     assert "pystrument_receiver_write_batch_spans_count 1" in text
     assert "# TYPE pystrument_receiver_write_batch_spans histogram" in text
     json.dumps(text)  # plain text, nothing binary
+
+
+def test_cors_preflight_only_for_allowed_origins(store):
+    from fastapi.testclient import TestClient
+
+    from collector_receiver.http_app import create_app
+
+    client = TestClient(create_app(store, cors_allowed_origins=["https://shop.example.com"]))
+    preflight = {"access-control-request-method": "POST",
+                 "access-control-request-headers": "content-type,authorization"}  # fmt: skip
+    allowed = client.options("/v1/traces", headers={"origin": "https://shop.example.com",
+                                                     **preflight})  # fmt: skip
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://shop.example.com"
+    other = client.options("/v1/traces", headers={"origin": "https://evil.example", **preflight})
+    assert "access-control-allow-origin" not in other.headers
+    plain = TestClient(create_app(store))
+    no_cors = plain.options("/v1/traces", headers={"origin": "https://shop.example.com",
+                                                    **preflight})  # fmt: skip
+    assert "access-control-allow-origin" not in no_cors.headers

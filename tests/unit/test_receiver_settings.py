@@ -46,3 +46,38 @@ def test_receiver_limits_from_env_and_yaml(tmp_path, monkeypatch):
     assert settings.ingest_max_inflight_spans == 5000
     assert settings.http_max_body_bytes == 4096
     assert settings.ingest_writers == 3 and settings.log_format == "json"
+
+
+def test_every_receiver_limit_has_a_flag():
+    from pystrument.cli import build_parser
+
+    up = build_parser()._subparsers._group_actions[0].choices["up"]  # the `up` subcommand
+    flags = {a.dest for a in up._actions}
+    for name in ServerSettings.model_fields:
+        if name.startswith(("grpc_", "http_", "ingest_", "max_")) and name != (
+            "http_cors_allowed_origins"  # a list: YAML or the variable
+        ):
+            assert name in flags, name
+
+
+def test_receiver_flags_reach_the_settings(monkeypatch):
+    from pystrument.cli import _settings, build_parser
+
+    monkeypatch.delenv("PYSTRUMENT_CONFIG", raising=False)
+    values = {
+        "grpc_max_workers": "4",
+        "grpc_max_concurrent_streams": "7",
+        "grpc_keepalive_seconds": "30",
+        "http_max_body_bytes": "4096",
+        "ingest_max_inflight_spans": "500",
+        "ingest_max_batch_spans": "100",
+        "ingest_writers": "3",
+        "ingest_retry_after_seconds": "2.5",
+        "max_span_attributes": "64",
+        "log_format": "json",
+    }
+    argv = ["up"] + [x for k, v in values.items() for x in (f"--{k.replace('_', '-')}", v)]
+    settings = _settings(build_parser().parse_args(argv))
+    for key, value in values.items():
+        actual = getattr(settings, key)
+        assert actual == (value if isinstance(actual, str) else type(actual)(value)), key
