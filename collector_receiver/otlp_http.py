@@ -32,6 +32,7 @@ from collector_receiver.errors import (
 )
 from collector_receiver.ingest import ExportOutcome, TraceIngestor
 from collector_receiver.otlp_json import message_to_json, parse_json_request
+from collector_receiver.otlp_values import parse_fast_request
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def parse_request(body: bytes, media_type: str) -> ExportTraceServiceRequest:
     if media_type == JSON:
         return parse_json_request(body)
     try:
-        return ExportTraceServiceRequest.FromString(body)
+        return parse_fast_request(body)
     except DecodeError as exc:
         raise InvalidRequestError(f"invalid protobuf body: {exc}") from None
 

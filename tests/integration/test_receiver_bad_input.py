@@ -122,8 +122,8 @@ def _raw_grpc(target: str, payload: bytes, key: str, compression=None) -> None:
 @pytest.mark.parametrize(
     ("payload", "code"),
     [
-        (b"\xff\xfe\x00garbage\x17" * 20, grpc.StatusCode.INTERNAL),
-        (_truncated(), grpc.StatusCode.INTERNAL),
+        (b"\xff\xfe\x00garbage\x17" * 20, grpc.StatusCode.INVALID_ARGUMENT),
+        (_truncated(), grpc.StatusCode.INVALID_ARGUMENT),
         (bytes(17 * 1024 * 1024), grpc.StatusCode.RESOURCE_EXHAUSTED),
     ],
     ids=["garbage", "truncated-protobuf", "oversize"],
@@ -131,8 +131,8 @@ def _raw_grpc(target: str, payload: bytes, key: str, compression=None) -> None:
 def test_grpc_bad_input_is_refused_and_the_next_request_succeeds(
     store, receiver, project, payload, code
 ):
-    # grpcio itself refuses undecodable messages (INTERNAL: "Exception deserializing
-    # request!") and oversize ones (RESOURCE_EXHAUSTED without RetryInfo): neither retried.
+    # Undecodable: INVALID_ARGUMENT; oversize: grpcio's RESOURCE_EXHAUSTED without RetryInfo.
+    # Neither is retried by OTLP clients.
     with pytest.raises(grpc.RpcError) as err:
         _raw_grpc(receiver.target, payload, project.key)
     assert err.value.code() is code
