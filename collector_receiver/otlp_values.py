@@ -119,7 +119,9 @@ def attribute_values(attributes: Any) -> dict[str, Any]:
     """A `FastExportTraceServiceRequest` span's attribute map as a plain dict."""
     out: dict[str, Any] = {}
     get = _value_cache.get
-    for key, raw in attributes.items():
+    # `for key in map` + `map[key]` stay in C; `.items()` is a Python-level ItemsView.
+    for key in attributes:
+        raw = attributes[key]
         value = get(raw, _MISS)
         out[key] = _decode_value(raw) if value is _MISS else value
     return out
