@@ -258,7 +258,9 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def end_to_end(payloads: list[bytes], seconds: float, senders: int, bound: int) -> dict:
+def end_to_end(
+    payloads: list[bytes], seconds: float, senders: int, bound: int, writers: int
+) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         embedded = EmbeddedServer(Path(tmp) / "mongo")
         embedded.start()
@@ -281,7 +283,7 @@ def end_to_end(payloads: list[bytes], seconds: float, senders: int, bound: int) 
                 best_direct = max(best_direct, spans / (time.perf_counter() - started))
             _, key = store.projects.create("bench")
             ingestor = TraceIngestor(
-                store, batch_options=BatchOptions(max_inflight_spans=bound, writers=2)
+                store, batch_options=BatchOptions(max_inflight_spans=bound, writers=writers)
             )
             server, port = build_server(ingestor, GrpcOptions(host="127.0.0.1", port=0))
             server.start()
@@ -341,6 +343,7 @@ def main() -> None:
         default=2_000,
         help="max_inflight_spans (default: half of what the exporters send at once: 2x overload)",
     )
+    parser.add_argument("--writers", type=int, default=2, help="group-commit writer threads")
     args = parser.parse_args()
 
     tree = _call_tree()
@@ -365,7 +368,7 @@ def main() -> None:
         "   (what the receiver runs: map schema + value cache)"
     )
 
-    e2e = end_to_end(payloads, args.seconds, args.senders, args.bound)
+    e2e = end_to_end(payloads, args.seconds, args.senders, args.bound, args.writers)
     throughput = e2e["acked"] / e2e["elapsed"]
     print(
         f"{'store alone (Store.ingest_many)':<34}{e2e['store_only']:>12,.0f} spans/s   "
