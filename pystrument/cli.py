@@ -243,7 +243,8 @@ def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
             "",
             "pystrument is up.",
             f"  OTLP/gRPC endpoint : {scheme}://{host}:{receiver.grpc_port}",
-            f"  HTTP               : {scheme}://{host}:{receiver.http_port}  (/health, /docs)",
+            f"  HTTP               : {scheme}://{host}:{receiver.http_port}"
+            "  (OTLP/HTTP /v1/traces, /metrics, /health, /docs)",
             f"  MongoDB            : {store.url}"
             + ("  (embedded, data in " + str(settings.data_dir) + ")" if store.embedded else ""),
         ]
