@@ -67,8 +67,8 @@ class TraceIngestor:
         started = time.perf_counter()
         spans = 0
         try:
+            spans = count_spans(request)  # first, so refusals of any kind count their spans
             project = self.resolver.resolve(key)
-            spans = count_spans(request)
             with self.writer.admission(spans):
                 decoded = decode_request(request, max_attributes=self.max_span_attributes)
                 records = 0

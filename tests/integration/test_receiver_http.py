@@ -153,6 +153,8 @@ def test_error_body_is_a_status_in_the_request_encoding(http_receiver):
     as_json = httpx.post(http_receiver.traces_url, json={"resourceSpans": []})
     assert as_json.status_code == 401
     assert as_json.json()["code"] == 16
+    refused = http_receiver.ingestor.metrics.spans_refused
+    assert refused.value(transport="http", reason="UNAUTHENTICATED") == 3  # the spans sent
 
 
 def test_empty_request_succeeds_and_get_is_405(store, http_receiver, project):
