@@ -1,8 +1,10 @@
 """OTLP trace requests (protobuf messages) into the store's transport-neutral `ResourceSpans`.
 
-Both transports hand their decoded `ExportTraceServiceRequest` here. Invalid spans (bad id
-lengths, missing timestamps) are counted and described, never stored; the valid spans of the
-same request still are (OTLP partial success).
+Both transports hand their parsed request here: protobuf bodies parsed as the faster
+`FastExportTraceServiceRequest` (same wire format, see `otlp_values`), JSON bodies as the
+stock `ExportTraceServiceRequest`. Invalid spans (bad id lengths, zero ids, missing
+timestamps, too many attributes) are counted and described, never stored; the valid spans of
+the same request still are (OTLP partial success).
 """
 
 from __future__ import annotations
