@@ -41,6 +41,7 @@ def create_app(
     *,
     http_max_body_bytes: int = otlp_http.DEFAULT_MAX_BODY_BYTES,
     cors_allowed_origins: Sequence[str] = (),
+    http_max_inflight_body_bytes: int = otlp_http.DEFAULT_MAX_INFLIGHT_BODY_BYTES,
 ) -> FastAPI:
     """The HTTP app: OTLP/HTTP `/v1/traces`, `/metrics`, `/health` (liveness), `/ready` (store
     reachable), OpenAPI at `/docs`."""
@@ -52,6 +53,9 @@ def create_app(
     app.state.store = store
     app.state.ingestor = ingestor or TraceIngestor(store)
     app.state.http_max_body_bytes = http_max_body_bytes
+    app.state.otlp_body_budget = otlp_http.BodyBudget(
+        http_max_inflight_body_bytes, app.state.ingestor.writer.options.retry_after_seconds
+    )
     install_error_handlers(app)
     app.include_router(otlp_http.router)
     app.include_router(metrics.router)

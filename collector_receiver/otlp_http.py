@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from collector_receiver.auth import key_from_headers
 from collector_receiver.errors import (
     InvalidRequestError,
+    OverloadedError,
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
     classify,
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024  # the OTLP spec's recommendation
+DEFAULT_MAX_INFLIGHT_BODY_BYTES = 100 * 1024 * 1024
 
 router = APIRouter(tags=["otlp"])
 
@@ -53,9 +55,38 @@ def _media_type(content_type: str | None) -> str | None:
     return None
 
 
-async def read_body(chunks: AsyncIterator[bytes], encoding: str, limit: int) -> bytes:
+class BodyBudget:
+    """Bytes of OTLP/HTTP bodies held at once (being read, parsed, or waiting for their
+    write): the HTTP side's memory bound, beside the span bound of the group-commit writer.
+    A request that would pass it is refused at once with OverloadedError (429 +
+    Retry-After). Used from the event loop only, so a plain counter is safe."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_INFLIGHT_BODY_BYTES, retry_after: float = 1.0):
+        self.max_bytes = max_bytes
+        self.retry_after = retry_after
+        self.used = 0
+
+    def take(self, n: int) -> None:
+        # A lone request is always let through (up to the body limit), so none starves.
+        if self.used and self.used + n > self.max_bytes:
+            raise OverloadedError(
+                f"receiver busy: {self.used} bytes of OTLP/HTTP bodies in flight "
+                f"(limit {self.max_bytes}); retry later",
+                self.retry_after,
+            )
+        self.used += n
+
+    def give_back(self, n: int) -> None:
+        self.used -= n
+
+
+async def read_body(
+    chunks: AsyncIterator[bytes], encoding: str, limit: int, budget: BodyBudget, held: list[int]
+) -> bytes:
     """The request body, inflated if gzip, refused with PayloadTooLargeError as soon as it
-    passes `limit` bytes (compressed or not): a gzip bomb is never inflated past the limit."""
+    passes `limit` bytes (compressed or not): a gzip bomb is never inflated past the limit.
+    Every byte kept is taken from `budget` as it arrives and added to `held[0]`, for the
+    caller to give back when the request is answered."""
     encoding = encoding.strip().lower()
     if encoding not in ("", "identity", "gzip"):
         raise InvalidRequestError(f"unsupported Content-Encoding {encoding!r} (use gzip)")
@@ -67,15 +98,20 @@ async def read_body(chunks: AsyncIterator[bytes], encoding: str, limit: int) -> 
         if received > limit:
             raise PayloadTooLargeError(f"request body over the limit of {limit} bytes")
         if inflater is None:
+            budget.take(len(chunk))
+            held[0] += len(chunk)
             body += chunk
             continue
         pending = chunk
         while pending:
             try:
                 # max_length keeps one step from inflating more than the limit allows.
-                body += inflater.decompress(pending, limit + 1 - len(body))
+                inflated = inflater.decompress(pending, limit + 1 - len(body))
             except zlib.error as exc:
                 raise InvalidRequestError(f"invalid gzip body: {exc}") from None
+            budget.take(len(inflated))
+            held[0] += len(inflated)
+            body += inflated
             if len(body) > limit:
                 raise PayloadTooLargeError(
                     f"request body over the limit of {limit} bytes after decompression"
@@ -135,6 +171,21 @@ async def export_traces(request: Request) -> Response:
     some spans were invalid). Errors: 400, 401, 413, 415 (permanent); 429, 503 (retry)."""
     ingestor: TraceIngestor = request.app.state.ingestor
     media_type = _media_type(request.headers.get("content-type"))
+    budget: BodyBudget = request.app.state.otlp_body_budget
+    held = [0]
+    try:
+        return await _export(request, ingestor, media_type, budget, held)
+    finally:
+        budget.give_back(held[0])
+
+
+async def _export(
+    request: Request,
+    ingestor: TraceIngestor,
+    media_type: str | None,
+    budget: BodyBudget,
+    held: list[int],
+) -> Response:
     # An unknown Content-Type is answered in JSON: it is the encoding any client can read.
     answer_as = media_type or JSON
     try:
@@ -144,7 +195,8 @@ async def export_traces(request: Request) -> Response:
                 f"use {PROTOBUF} or {JSON}"
             )
         limit = getattr(request.app.state, "http_max_body_bytes", DEFAULT_MAX_BODY_BYTES)
-        body = await read_body(request.stream(), request.headers.get("content-encoding", ""), limit)
+        encoding = request.headers.get("content-encoding", "")
+        body = await read_body(request.stream(), encoding, limit, budget, held)
         # Decoding a large body must not block the event loop: a worker thread does it.
         message = await run_in_threadpool(parse_request, body, media_type)
     except Exception as exc:

@@ -63,6 +63,11 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
         help="largest OTLP/HTTP body after decompression (default 20 MiB; larger: 413)",
     )
     p.add_argument(
+        "--http-max-inflight-body-bytes",
+        type=int,
+        help="OTLP/HTTP body bytes held at once; beyond it: 429 + Retry-After (default 100 MiB)",
+    )
+    p.add_argument(
         "--ingest-max-inflight-spans",
         type=int,
         help="spans held in memory at once; beyond it exporters get RESOURCE_EXHAUSTED/429 "
@@ -160,6 +165,7 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         grpc_keepalive_seconds=getattr(args, "grpc_keepalive_seconds", None),
         ingest_retry_after_seconds=getattr(args, "ingest_retry_after_seconds", None),
         http_max_body_bytes=getattr(args, "http_max_body_bytes", None),
+        http_max_inflight_body_bytes=getattr(args, "http_max_inflight_body_bytes", None),
         ingest_max_inflight_spans=getattr(args, "ingest_max_inflight_spans", None),
         ingest_max_batch_spans=getattr(args, "ingest_max_batch_spans", None),
         ingest_writers=getattr(args, "ingest_writers", None),

@@ -128,6 +128,7 @@ class Receiver:
                 self.ingestor,
                 http_max_body_bytes=settings.http_max_body_bytes,
                 cors_allowed_origins=settings.http_cors_allowed_origins,
+                http_max_inflight_body_bytes=settings.http_max_inflight_body_bytes,
             ),
             host=settings.http_host,
             port=settings.http_port,

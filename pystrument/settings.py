@@ -49,6 +49,11 @@ class ServerSettings(BaseSettings):
     http_max_body_bytes: int = Field(
         20 * 1024 * 1024, ge=1024, description="largest OTLP/HTTP body, after decompression"
     )
+    http_max_inflight_body_bytes: int = Field(
+        100 * 1024 * 1024,
+        ge=1024,
+        description="OTLP/HTTP body bytes held at once; beyond: 429 with Retry-After",
+    )
     http_cors_allowed_origins: list[str] = Field(
         default_factory=list,
         description="origins browsers may export from (OTLP/HTTP from web apps); empty = none",

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import httpx
 import pytest
+from google.rpc import status_pb2
 from google.rpc.error_details_pb2 import RetryInfo
 from opentelemetry.sdk.trace.export import SpanExportResult
 
@@ -125,7 +126,7 @@ def test_exporters_under_2x_overload_lose_nothing(store, project):
     gated = GatedStore(store)
     ingestor = TraceIngestor(
         gated,  # type: ignore[arg-type]
-        batch_options=BatchOptions(max_inflight_spans=120, retry_after_seconds=0.2),
+        batch_options=BatchOptions(max_inflight_spans=120, retry_after_seconds=0.5),
     )
     server, port = build_server(ingestor, GrpcOptions(host="127.0.0.1", port=0))
     server.start()
@@ -170,3 +171,34 @@ def test_shutdown_finishes_queued_writes_then_refuses(store, project, gated):
         closing.join(20)
     assert not closing.is_alive()
     assert span_counts(store) == (4, 2)
+
+
+def test_http_body_bytes_in_flight_are_bounded(store, project):
+    """Bodies held while their write waits count against http_max_inflight_body_bytes: a
+    second body that does not fit gets 429 + Retry-After at once, and nothing of it is kept."""
+    gated = GatedStore(store)
+    ingestor = TraceIngestor(gated)  # type: ignore[arg-type]
+    body = export_request(make_spans(3, 3)).SerializeToString()
+    app = create_app(store, ingestor, http_max_inflight_body_bytes=int(len(body) * 1.5))
+    http = HttpServer(app, host="127.0.0.1", port=0)
+    http.start()
+    url = f"http://127.0.0.1:{http.port}/v1/traces"
+    headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {project.key}"}
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(httpx.post, url, content=body, headers=headers, timeout=30)
+            assert gated.entered.acquire(timeout=10)
+            refused = httpx.post(url, content=body, headers=headers)
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+            message = status_pb2.Status.FromString(refused.content).message
+            assert "bytes of OTLP/HTTP bodies in flight" in message
+            gated.gate.set()
+            assert held.result(timeout=20).status_code == 200
+        assert app.state.otlp_body_budget.used == 0  # everything given back
+        again = httpx.post(url, content=body, headers=headers)
+        assert again.status_code == 200  # a duplicate of the first: stored once
+        assert span_counts(store) == (12, 3)
+    finally:
+        gated.gate.set()
+        http.stop(2)
+        ingestor.close(5)
