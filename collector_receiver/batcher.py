@@ -71,6 +71,11 @@ class GroupCommitWriter:
         """Spans admitted and not yet answered."""
         return self._inflight
 
+    @property
+    def queued_requests(self) -> int:
+        """Exports decoded and waiting for the next group write."""
+        return len(self._queue)
+
     @contextlib.contextmanager
     def admission(self, spans: int) -> Iterator[None]:
         """Reserve room for `spans` for the duration of the block (decode + write), or raise
