@@ -72,6 +72,11 @@ class GroupCommitWriter:
         return self._inflight
 
     @property
+    def closing(self) -> bool:
+        """True once `close()` was called: new exports are refused as retryable."""
+        return self._closing
+
+    @property
     def queued_requests(self) -> int:
         """Exports decoded and waiting for the next group write."""
         return len(self._queue)

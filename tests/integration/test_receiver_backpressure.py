@@ -161,7 +161,9 @@ def test_shutdown_finishes_queued_writes_then_refuses(store, project, gated):
         assert gated_store.entered.acquire(timeout=10)
         closing = threading.Thread(target=ingestor.close, args=(20,))
         closing.start()
-        time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while not ingestor.writer.closing and time.monotonic() < deadline:
+            time.sleep(0.01)
         with pytest.raises(grpc.RpcError) as err:  # closing: new exports are told to retry
             raw_export(target, make_spans(1, 0), _auth(project.key))
         assert err.value.code() is grpc.StatusCode.UNAVAILABLE
