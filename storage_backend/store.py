@@ -16,7 +16,12 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from storage_backend.embedded import EmbeddedServer, default_data_dir
-from storage_backend.errors import StoreError, StoreUnavailableError, translate_errors
+from storage_backend.errors import (
+    InvalidDocumentError,
+    StoreError,
+    StoreUnavailableError,
+    translate_errors,
+)
 from storage_backend.models import IngestResult, Project, ResourceSpans
 from storage_backend.projects import ProjectRepository
 from storage_backend.records import build_performance_records, build_span_documents
@@ -25,6 +30,8 @@ from storage_backend.schema import PERFORMANCE_RECORDS, SPANS, ensure_indexes
 logger = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
+# Server codes for a document over the BSON size limit (BSONObjectTooLarge and kin).
+_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 DEFAULT_RETENTION_DAYS = 30
 
 
@@ -198,6 +205,11 @@ class Store:
             except BulkWriteError as exc:
                 errors = exc.details.get("writeErrors", [])
                 others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+                too_large = [e.get("errmsg", "")[:200] for e in others
+                             if e.get("code") in _TOO_LARGE_CODES]  # fmt: skip
+                if too_large:
+                    # The data can never be stored as it is: permanent, not a retry case.
+                    raise InvalidDocumentError(f"{collection}: {too_large[0]}") from exc
                 if others or exc.details.get("writeConcernErrors"):
                     raise StoreError(f"bulk write to {collection} failed: {others[:3]}") from exc
                 logger.debug("%d already-stored documents skipped in %s", len(errors), collection)

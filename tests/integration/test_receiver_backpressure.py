@@ -204,3 +204,37 @@ def test_http_body_bytes_in_flight_are_bounded(store, project):
         gated.gate.set()
         http.stop(2)
         ingestor.close(5)
+
+
+def test_a_document_too_large_fails_only_its_own_request(store, project):
+    """Two exports share a group write; one holds a span too large for a MongoDB document.
+    That one gets INVALID_ARGUMENT (permanent), the other is still stored and acknowledged."""
+    from collector_receiver.otlp import decode_request
+    from storage_backend import InvalidDocumentError
+
+    gated = GatedStore(store)
+    ingestor = TraceIngestor(gated, batch_options=BatchOptions(writers=1))  # type: ignore[arg-type]
+    good = decode_request(export_request(make_spans(1, 1))).batch
+    huge_request = export_request(make_spans(1, 0, service="huge"))
+    kv = huge_request.resource_spans[0].scope_spans[0].spans[0].attributes.add()
+    kv.key, kv.value.string_value = "blob", "x" * (17 * 1024 * 1024)
+    huge = decode_request(huge_request).batch
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            first = pool.submit(ingestor.writer.write, project.project, good)
+            assert gated.entered.acquire(timeout=10)  # the first write is held
+            bad = pool.submit(ingestor.writer.write, project.project, huge)
+            fine = pool.submit(ingestor.writer.write, project.project, good)
+            deadline = time.monotonic() + 10
+            while ingestor.writer.queued_requests < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            gated.gate.set()
+            first.result(timeout=30)
+            with pytest.raises(InvalidDocumentError):
+                bad.result(timeout=30)
+            assert fine.result(timeout=30).spans == 2
+        assert gated.writes[:2] == [1, 2]  # the two queued requests were written together first
+        assert span_counts(store) == (2, 1)  # the good spans, once; nothing of the huge one
+    finally:
+        gated.gate.set()
+        ingestor.close(5)
