@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint demo venv clean help
+.PHONY: run test lint demo venv clean help node-interop
 
 help:
 	@echo "make run    set up .venv and run 'pystrument up' (embedded store + OTLP receiver)"
@@ -30,7 +30,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test: lint
+# The Node.js OTLP exporters the interop tests run (npm ci; skipped while node_modules is
+# newer than the lock file).
+NODE_INTEROP := tests/interop/node
+$(NODE_INTEROP)/node_modules/.package-lock.json: $(NODE_INTEROP)/package-lock.json
+	cd $(NODE_INTEROP) && npm ci --no-audit --no-fund
+
+node-interop: $(NODE_INTEROP)/node_modules/.package-lock.json
+
+test: lint node-interop
 	$(BIN)/python -m pytest
 
 clean:

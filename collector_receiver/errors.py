@@ -27,7 +27,25 @@ class InvalidRequestError(IngestError):
 
 
 class PayloadTooLargeError(IngestError):
-    """The payload exceeds the configured maximum size."""
+    """The payload exceeds the configured maximum size (after decompression)."""
+
+
+class UnsupportedMediaTypeError(IngestError):
+    """OTLP/HTTP with a Content-Type other than protobuf or JSON."""
+
+
+class OverloadedError(IngestError):
+    """The receiver holds as many spans in flight as its memory bound allows; retrying after
+    `retry_after` seconds can succeed."""
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ShuttingDownError(IngestError):
+    """The receiver is stopping and takes no new writes; another replica (or this one after a
+    restart) can take the request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +54,8 @@ class Status:
     http_status: int
     retryable: bool
     message: str
+    # Seconds the client should wait before retrying: gRPC RetryInfo / HTTP Retry-After.
+    retry_after: float | None = None
 
 
 def classify(exc: BaseException) -> Status:
@@ -43,12 +63,19 @@ def classify(exc: BaseException) -> Status:
     if isinstance(exc, AuthenticationError):
         return Status(grpc.StatusCode.UNAUTHENTICATED, 401, False, str(exc))
     if isinstance(exc, PayloadTooLargeError):
+        # RESOURCE_EXHAUSTED without RetryInfo: OTLP clients do not retry it.
         return Status(grpc.StatusCode.RESOURCE_EXHAUSTED, 413, False, str(exc))
+    if isinstance(exc, OverloadedError):
+        return Status(grpc.StatusCode.RESOURCE_EXHAUSTED, 429, True, str(exc), exc.retry_after)
+    if isinstance(exc, ShuttingDownError):
+        return Status(grpc.StatusCode.UNAVAILABLE, 503, True, str(exc), 1.0)
+    if isinstance(exc, UnsupportedMediaTypeError):
+        return Status(grpc.StatusCode.INVALID_ARGUMENT, 415, False, str(exc))
     if isinstance(exc, (InvalidRequestError, InvalidDocumentError)):
         return Status(grpc.StatusCode.INVALID_ARGUMENT, 400, False, str(exc))
     if isinstance(exc, StoreUnavailableError):
-        return Status(grpc.StatusCode.UNAVAILABLE, 503, True, "store unavailable, retry later")
+        return Status(grpc.StatusCode.UNAVAILABLE, 503, True, "store unavailable, retry later", 2.0)
     if isinstance(exc, StoreError):
         # Unknown store failures may well be transient: let the exporter retry rather than drop.
-        return Status(grpc.StatusCode.UNAVAILABLE, 503, True, "store error, retry later")
+        return Status(grpc.StatusCode.UNAVAILABLE, 503, True, "store error, retry later", 2.0)
     return Status(grpc.StatusCode.INTERNAL, 500, False, "internal error")

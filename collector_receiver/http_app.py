@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
+from collector_receiver import metrics, otlp_http
 from collector_receiver.api.envelope import install_error_handlers
 from collector_receiver.ingest import TraceIngestor
 from storage_backend import Store, StoreError
@@ -32,8 +35,16 @@ def get_ingestor(request: Request) -> TraceIngestor:
     return request.app.state.ingestor
 
 
-def create_app(store: Store, ingestor: TraceIngestor | None = None) -> FastAPI:
-    """The HTTP app: `/health` (liveness), `/ready` (store reachable), OpenAPI at `/docs`."""
+def create_app(
+    store: Store,
+    ingestor: TraceIngestor | None = None,
+    *,
+    http_max_body_bytes: int = otlp_http.DEFAULT_MAX_BODY_BYTES,
+    cors_allowed_origins: Sequence[str] = (),
+    http_max_inflight_body_bytes: int = otlp_http.DEFAULT_MAX_INFLIGHT_BODY_BYTES,
+) -> FastAPI:
+    """The HTTP app: OTLP/HTTP `/v1/traces`, `/metrics`, `/health` (liveness), `/ready` (store
+    reachable), OpenAPI at `/docs`."""
     app = FastAPI(
         title="pystrument",
         description="OTLP/HTTP ingestion and the pystrument REST API.",
@@ -41,7 +52,22 @@ def create_app(store: Store, ingestor: TraceIngestor | None = None) -> FastAPI:
     )
     app.state.store = store
     app.state.ingestor = ingestor or TraceIngestor(store)
+    app.state.http_max_body_bytes = http_max_body_bytes
+    app.state.otlp_body_budget = otlp_http.BodyBudget(
+        http_max_inflight_body_bytes, app.state.ingestor.writer.options.retry_after_seconds
+    )
     install_error_handlers(app)
+    app.include_router(otlp_http.router)
+    app.include_router(metrics.router)
+    if cors_allowed_origins:
+        # Browser exporters (OpenTelemetry JS in web pages) need CORS; nobody else does.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_allowed_origins),
+            allow_methods=["POST", "GET", "OPTIONS"],
+            allow_headers=["*"],
+            max_age=3600,
+        )
     # Routers: app.include_router(...) one per resource (OTLP/HTTP, projects, performance,
     # analysis), each added by the change that builds it.
 

@@ -1,8 +1,10 @@
 """OTLP trace requests (protobuf messages) into the store's transport-neutral `ResourceSpans`.
 
-Both transports hand their decoded `ExportTraceServiceRequest` here. Invalid spans (bad id
-lengths, missing timestamps) are counted and described, never stored; the valid spans of the
-same request still are (OTLP partial success).
+Both transports hand their parsed request here: protobuf bodies parsed as the faster
+`FastExportTraceServiceRequest` (same wire format, see `otlp_values`), JSON bodies as the
+stock `ExportTraceServiceRequest`. Invalid spans (bad id lengths, zero ids, missing
+timestamps, too many attributes) are counted and described, never stored; the valid spans of
+the same request still are (OTLP partial success).
 """
 
 from __future__ import annotations
@@ -11,14 +13,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from collector_receiver.otlp_values import (
+    FastExportTraceServiceRequest,
+    any_value,
+    attribute_values,
+    attributes_dict,
+)
 from storage_backend import ResourceSpans, SpanData
 
 _KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
 _STATUS = ("unset", "ok", "error")
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
+# Far above what SDKs send (their default limit is 128) and far below what breaks a document.
+DEFAULT_MAX_SPAN_ATTRIBUTES = 1024
 
 
 @dataclass(slots=True)
@@ -31,26 +40,12 @@ class DecodedRequest:
     error_message: str
 
 
-def any_value(value: AnyValue) -> Any:
-    """An OTLP AnyValue as a plain Python/BSON value (bytes become hex text)."""
-    kind = value.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return [any_value(v) for v in value.array_value.values]
-    if kind == "kvlist_value":
-        return attributes_dict(value.kvlist_value.values)
-    if kind == "bytes_value":
-        return value.bytes_value.hex()
-    return getattr(value, kind)
+def count_spans(request: ExportTraceServiceRequest) -> int:
+    """How many spans a request carries (cheap: no span is decoded)."""
+    return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
 
 
-def attributes_dict(kvs: Any) -> dict[str, Any]:
-    """Repeated KeyValue as a dict; a later duplicate key wins, as in the SDKs."""
-    return {kv.key: any_value(kv.value) for kv in kvs}
-
-
-def _span_problem(span: Any) -> str | None:
+def _span_problem(span: Any, max_attributes: int) -> str | None:
     if len(span.trace_id) != 16 or span.trace_id == _ZERO_TRACE:
         return f"span {span.name!r}: trace_id must be 16 non-zero bytes, got {len(span.trace_id)}"
     if len(span.span_id) != 8 or span.span_id == _ZERO_SPAN:
@@ -59,6 +54,11 @@ def _span_problem(span: Any) -> str | None:
         return f"span {span.name!r}: parent_span_id must be empty or 8 bytes"
     if span.start_time_unix_nano == 0 or span.end_time_unix_nano == 0:
         return f"span {span.name!r}: start_time_unix_nano and end_time_unix_nano are required"
+    if len(span.attributes) > max_attributes:
+        return (
+            f"span {span.name!r}: {len(span.attributes)} attributes, more than the limit of "
+            f"{max_attributes} (max_span_attributes)"
+        )
     return None
 
 
@@ -80,8 +80,16 @@ def _links(span: Any) -> list[dict[str, Any]]:
     ]
 
 
-def decode_request(request: ExportTraceServiceRequest) -> DecodedRequest:
-    """Split a request into valid spans (grouped by resource) and a rejection count."""
+def decode_request(
+    request: ExportTraceServiceRequest, *, max_attributes: int = DEFAULT_MAX_SPAN_ATTRIBUTES
+) -> DecodedRequest:
+    """Split a request into valid spans (grouped by resource) and a rejection count.
+
+    `request` is an ExportTraceServiceRequest or, faster, the same bytes parsed as a
+    `FastExportTraceServiceRequest` (what both transports use for protobuf)."""
+    span_attributes = (
+        attribute_values if type(request) is FastExportTraceServiceRequest else attributes_dict
+    )
     batch: list[ResourceSpans] = []
     accepted = rejected = 0
     first_problem = ""
@@ -92,29 +100,46 @@ def decode_request(request: ExportTraceServiceRequest) -> DecodedRequest:
             scope_name = scope_spans.scope.name
             scope_version = scope_spans.scope.version
             for span in scope_spans.spans:
-                problem = _span_problem(span)
-                if problem:
+                # Each field access builds a Python object: read every field once, check the
+                # common valid case inline, and only call _span_problem to explain a failure.
+                trace_id = span.trace_id
+                span_id = span.span_id
+                parent = span.parent_span_id
+                start = span.start_time_unix_nano
+                end = span.end_time_unix_nano
+                attrs = span.attributes
+                if (
+                    len(trace_id) != 16
+                    or len(span_id) != 8
+                    or trace_id == _ZERO_TRACE
+                    or span_id == _ZERO_SPAN
+                    or (parent and len(parent) != 8)
+                    or not start
+                    or not end
+                    or len(attrs) > max_attributes
+                ):
                     rejected += 1
-                    first_problem = first_problem or problem
+                    first_problem = first_problem or _span_problem(span, max_attributes) or ""
                     continue
-                kind = span.kind if 0 <= span.kind < len(_KINDS) else 0
-                status = span.status.code if 0 <= span.status.code < len(_STATUS) else 0
+                kind = span.kind
+                status = span.status
+                code = status.code
                 spans.append(
                     SpanData(
-                        trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(),
-                        parent_span_id=span.parent_span_id.hex() or None,
-                        name=span.name,
-                        kind=_KINDS[kind],
-                        start_time_ns=span.start_time_unix_nano,
-                        end_time_ns=span.end_time_unix_nano,
-                        attributes=attributes_dict(span.attributes),
-                        status_code=_STATUS[status],
-                        status_message=span.status.message,
-                        events=_events(span),
-                        links=_links(span),
-                        scope_name=scope_name,
-                        scope_version=scope_version,
+                        trace_id.hex(),
+                        span_id.hex(),
+                        parent.hex() if parent else None,
+                        span.name,
+                        _KINDS[kind] if 0 <= kind < 6 else "unspecified",
+                        start,
+                        end,
+                        span_attributes(attrs),
+                        _STATUS[code] if 0 <= code < 3 else "unset",
+                        status.message,
+                        _events(span) if span.events else [],
+                        _links(span) if span.links else [],
+                        scope_name,
+                        scope_version,
                     )
                 )
         if spans:
@@ -124,3 +149,13 @@ def decode_request(request: ExportTraceServiceRequest) -> DecodedRequest:
     if rejected:
         message = f"{rejected} span(s) rejected as invalid; first: {first_problem}"
     return DecodedRequest(batch=batch, accepted=accepted, rejected=rejected, error_message=message)
+
+
+__all__ = [
+    "DEFAULT_MAX_SPAN_ATTRIBUTES",
+    "DecodedRequest",
+    "any_value",
+    "attributes_dict",
+    "count_spans",
+    "decode_request",
+]

@@ -32,6 +32,10 @@ Key environment variables:
   PYSTRUMENT_DATA_DIR      where the embedded store keeps its data
                            (default ~/.local/share/pystrument)
   PYSTRUMENT_GRPC_PORT     OTLP/gRPC port (default 4317)
+  PYSTRUMENT_HTTP_PORT     OTLP/HTTP (/v1/traces), REST API, /metrics port (default 4318)
+  PYSTRUMENT_LOG_FORMAT    text (default) or json
+Every flag has a PYSTRUMENT_<FLAG> variable (e.g. PYSTRUMENT_INGEST_MAX_INFLIGHT_SPANS).
+The receiver is described in docs/receiver.md.
 """
 
 
@@ -44,9 +48,47 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-host", help="HTTP bind address (default 0.0.0.0)")
     p.add_argument("--http-port", type=int, help="HTTP port: OTLP/HTTP, REST API (default 4318)")
     p.add_argument("--grpc-max-message-bytes", type=int, help="largest OTLP/gRPC message")
+    p.add_argument("--grpc-max-workers", type=int, help="gRPC handler threads (default 16)")
+    p.add_argument(
+        "--grpc-max-concurrent-streams", type=int, help="per gRPC connection (default 100)"
+    )
+    p.add_argument(
+        "--grpc-keepalive-seconds",
+        type=float,
+        help="keepalive ping interval on idle gRPC connections (default: gRPC's)",
+    )
+    p.add_argument(
+        "--http-max-body-bytes",
+        type=int,
+        help="largest OTLP/HTTP body after decompression (default 20 MiB; larger: 413)",
+    )
+    p.add_argument(
+        "--http-max-inflight-body-bytes",
+        type=int,
+        help="OTLP/HTTP body bytes held at once; beyond it: 429 + Retry-After (default 100 MiB)",
+    )
+    p.add_argument(
+        "--ingest-max-inflight-spans",
+        type=int,
+        help="spans held in memory at once; beyond it exporters get RESOURCE_EXHAUSTED/429 "
+        "with a retry hint (default 100000)",
+    )
+    p.add_argument("--ingest-max-batch-spans", type=int, help="most spans per group-commit write")
+    p.add_argument("--ingest-writers", type=int, help="group-commit writer threads (default 2)")
+    p.add_argument(
+        "--ingest-retry-after-seconds",
+        type=float,
+        help="retry hint sent with RESOURCE_EXHAUSTED/429 when busy (default 1.0)",
+    )
+    p.add_argument(
+        "--max-span-attributes",
+        type=int,
+        help="spans with more attributes are rejected via partial_success (default 1024)",
+    )
     p.add_argument("--tls-cert-file", help="TLS certificate (PEM) for the receiver")
     p.add_argument("--tls-key-file", help="TLS private key (PEM) for the receiver")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-format", choices=["text", "json"], help="json: one object per line")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         "up",
         help="run the whole platform: store (embedded by default) and OTLP receiver",
         description="Start the store (the embedded MongoDB-compatible server unless "
-        "PYSTRUMENT_MONGODB_URL is set) and the OTLP/gRPC receiver; create the default "
+        "PYSTRUMENT_MONGODB_URL is set) and the OTLP receiver (gRPC on 4317, HTTP on 4318 "
+        "with /v1/traces, /metrics, /health, /ready); create the default "
         "project on first start and print its key. Ctrl-C or SIGTERM stops everything.",
     )
     _add_server_flags(up)
@@ -117,6 +160,17 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         grpc_host=getattr(args, "grpc_host", None),
         grpc_port=getattr(args, "grpc_port", None),
         grpc_max_message_bytes=getattr(args, "grpc_max_message_bytes", None),
+        grpc_max_workers=getattr(args, "grpc_max_workers", None),
+        grpc_max_concurrent_streams=getattr(args, "grpc_max_concurrent_streams", None),
+        grpc_keepalive_seconds=getattr(args, "grpc_keepalive_seconds", None),
+        ingest_retry_after_seconds=getattr(args, "ingest_retry_after_seconds", None),
+        http_max_body_bytes=getattr(args, "http_max_body_bytes", None),
+        http_max_inflight_body_bytes=getattr(args, "http_max_inflight_body_bytes", None),
+        ingest_max_inflight_spans=getattr(args, "ingest_max_inflight_spans", None),
+        ingest_max_batch_spans=getattr(args, "ingest_max_batch_spans", None),
+        ingest_writers=getattr(args, "ingest_writers", None),
+        max_span_attributes=getattr(args, "max_span_attributes", None),
+        log_format=getattr(args, "log_format", None),
         http_host=getattr(args, "http_host", None),
         http_port=getattr(args, "http_port", None),
         tls_cert_file=getattr(args, "tls_cert_file", None),
@@ -125,12 +179,15 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
     )
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(level: str, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from pystrument.log_format import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler])
 
 
 class _StopSignal:
@@ -162,7 +219,7 @@ def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
     from storage_backend import Store, StoreError
 
     settings = _settings(args)
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     if not with_default_project and not settings.mongodb_url:
         print(
             "pystrument receiver: set PYSTRUMENT_MONGODB_URL (or --mongodb-url); "
@@ -192,7 +249,8 @@ def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
             "",
             "pystrument is up.",
             f"  OTLP/gRPC endpoint : {scheme}://{host}:{receiver.grpc_port}",
-            f"  HTTP               : {scheme}://{host}:{receiver.http_port}  (/health, /docs)",
+            f"  HTTP               : {scheme}://{host}:{receiver.http_port}"
+            "  (OTLP/HTTP /v1/traces, /metrics, /health, /docs)",
             f"  MongoDB            : {store.url}"
             + ("  (embedded, data in " + str(settings.data_dir) + ")" if store.embedded else ""),
         ]

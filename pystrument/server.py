@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from collector_receiver import GrpcOptions, TraceIngestor, build_server
+from collector_receiver.batcher import BatchOptions
 from collector_receiver.http_app import HttpServer, create_app
 from pystrument.settings import ServerSettings
 from storage_backend import Project, Store
@@ -99,20 +100,36 @@ class Receiver:
     API, health). `start()`, then `stop()` drains in-flight exports."""
 
     def __init__(self, store: Store, settings: ServerSettings):
-        self.ingestor = TraceIngestor(store)
+        self.ingestor = TraceIngestor(
+            store,
+            batch_options=BatchOptions(
+                max_inflight_spans=settings.ingest_max_inflight_spans,
+                max_batch_spans=settings.ingest_max_batch_spans,
+                writers=settings.ingest_writers,
+                retry_after_seconds=settings.ingest_retry_after_seconds,
+            ),
+            max_span_attributes=settings.max_span_attributes,
+        )
         options = GrpcOptions(
             host=settings.grpc_host,
             port=settings.grpc_port,
             max_workers=settings.grpc_max_workers,
             max_message_bytes=settings.grpc_max_message_bytes,
             max_concurrent_streams=settings.grpc_max_concurrent_streams,
+            keepalive_seconds=settings.grpc_keepalive_seconds,
             tls_cert_file=settings.tls_cert_file,
             tls_key_file=settings.tls_key_file,
         )
         self._grpc: grpc.Server
         self._grpc, self.grpc_port = build_server(self.ingestor, options)
         self.http = HttpServer(
-            create_app(store, self.ingestor),
+            create_app(
+                store,
+                self.ingestor,
+                http_max_body_bytes=settings.http_max_body_bytes,
+                cors_allowed_origins=settings.http_cors_allowed_origins,
+                http_max_inflight_body_bytes=settings.http_max_inflight_body_bytes,
+            ),
             host=settings.http_host,
             port=settings.http_port,
             ssl_certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,
@@ -131,7 +148,10 @@ class Receiver:
         logger.info("HTTP (OTLP/HTTP, REST API, /health) listening on port %d", self.http_port)
 
     def stop(self, grace: float = 10.0) -> None:
-        """Refuse new requests, let running ones finish (up to `grace` seconds)."""
+        """Refuse new requests, let running ones finish (up to `grace` seconds), then write
+        what the group-commit writer still holds. Nothing is acknowledged unless stored: a
+        request still waiting when its write fails gets a retryable status."""
         done: threading.Event = self._grpc.stop(grace)
         self.http.stop(grace)
         done.wait(grace + 1)
+        self.ingestor.close(grace)

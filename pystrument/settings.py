@@ -41,11 +41,42 @@ class ServerSettings(BaseSettings):
     )
     grpc_max_workers: int = Field(16, ge=1, description="gRPC handler threads")
     grpc_max_concurrent_streams: int = Field(100, ge=1, description="per connection")
+    grpc_keepalive_seconds: float = Field(
+        0, ge=0, description="gRPC keepalive ping interval on idle connections (0 = default)"
+    )
     http_host: str = Field("0.0.0.0", description="HTTP bind address (OTLP/HTTP, REST API)")
     http_port: int = Field(4318, ge=0, le=65535, description="HTTP port (OTLP/HTTP, REST API)")
+    http_max_body_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="largest OTLP/HTTP body, after decompression"
+    )
+    http_max_inflight_body_bytes: int = Field(
+        100 * 1024 * 1024,
+        ge=1024,
+        description="OTLP/HTTP body bytes held at once; beyond: 429 with Retry-After",
+    )
+    http_cors_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="origins browsers may export from (OTLP/HTTP from web apps); empty = none",
+    )
+    ingest_max_inflight_spans: int = Field(
+        100_000, ge=1, description="spans admitted at once; beyond: RESOURCE_EXHAUSTED / 429"
+    )
+    ingest_max_batch_spans: int = Field(
+        10_000, ge=1, description="most spans one group-commit write carries"
+    )
+    ingest_writers: int = Field(2, ge=1, le=64, description="group-commit writer threads")
+    ingest_retry_after_seconds: float = Field(
+        1.0, gt=0, description="retry hint sent with RESOURCE_EXHAUSTED / 429"
+    )
+    max_span_attributes: int = Field(
+        1024, ge=1, description="spans with more attributes are rejected (partial success)"
+    )
     tls_cert_file: Path | None = Field(None, description="TLS certificate (PEM) for receivers")
     tls_key_file: Path | None = Field(None, description="TLS private key (PEM) for receivers")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="log lines as text, or one JSON object per line"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -16,7 +16,12 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from storage_backend.embedded import EmbeddedServer, default_data_dir
-from storage_backend.errors import StoreError, StoreUnavailableError, translate_errors
+from storage_backend.errors import (
+    InvalidDocumentError,
+    StoreError,
+    StoreUnavailableError,
+    translate_errors,
+)
 from storage_backend.models import IngestResult, Project, ResourceSpans
 from storage_backend.projects import ProjectRepository
 from storage_backend.records import build_performance_records, build_span_documents
@@ -25,6 +30,8 @@ from storage_backend.schema import PERFORMANCE_RECORDS, SPANS, ensure_indexes
 logger = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
+# Server codes for a document over the BSON size limit (BSONObjectTooLarge and kin).
+_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 DEFAULT_RETENTION_DAYS = 30
 
 
@@ -148,21 +155,46 @@ class Store:
         Returns only once both writes are acknowledged. Idempotent: retrying after a failure
         (StoreUnavailableError) stores nothing twice.
         """
+        return self.ingest_many([(project, batch)])[0]
+
+    def ingest_many(
+        self, items: Sequence[tuple[Project, Sequence[ResourceSpans]]]
+    ) -> list[IngestResult]:
+        """Store many (project, batch) items with one `insert_many` per collection (the
+        receiver's group commit): the one write path of ingested spans.
+
+        Returns one IngestResult per item, in order, only once every write is acknowledged;
+        raises StoreError (nothing is then acknowledged, though some documents may be
+        written: a retry skips them, the `_id`s being deterministic).
+        """
         now = datetime.now(timezone.utc)
-        retention = (
-            timedelta(days=project.config.retention_days)
-            if project.config.retention_days
-            else self.retention
-        )
-        span_docs = build_span_documents(project.id, batch, retention=retention, received_at=now)
-        records = build_performance_records(project.id, batch, retention=retention, received_at=now)
+        span_docs: list[dict[str, Any]] = []
+        records: list[dict[str, Any]] = []
+        results: list[IngestResult] = []
+        for project, batch in items:
+            retention = (
+                timedelta(days=project.config.retention_days)
+                if project.config.retention_days
+                else self.retention
+            )
+            item_spans = build_span_documents(
+                project.id, batch, retention=retention, received_at=now
+            )
+            item_records = build_performance_records(
+                project.id, batch, retention=retention, received_at=now
+            )
+            span_docs += item_spans
+            records += item_records
+            results.append(
+                IngestResult(
+                    spans=sum(d["span_count"] for d in item_spans),
+                    span_documents=len(item_spans),
+                    performance_records=len(item_records),
+                )
+            )
         self._insert_idempotent(SPANS, span_docs)
         self._insert_idempotent(PERFORMANCE_RECORDS, records)
-        return IngestResult(
-            spans=sum(d["span_count"] for d in span_docs),
-            span_documents=len(span_docs),
-            performance_records=len(records),
-        )
+        return results
 
     def _insert_idempotent(self, collection: str, docs: list[dict[str, Any]]) -> None:
         if not docs:
@@ -173,6 +205,11 @@ class Store:
             except BulkWriteError as exc:
                 errors = exc.details.get("writeErrors", [])
                 others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+                too_large = [e.get("errmsg", "")[:200] for e in others
+                             if e.get("code") in _TOO_LARGE_CODES]  # fmt: skip
+                if too_large:
+                    # The data can never be stored as it is: permanent, not a retry case.
+                    raise InvalidDocumentError(f"{collection}: {too_large[0]}") from exc
                 if others or exc.details.get("writeConcernErrors"):
                     raise StoreError(f"bulk write to {collection} failed: {others[:3]}") from exc
                 logger.debug("%d already-stored documents skipped in %s", len(errors), collection)

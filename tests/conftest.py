@@ -72,3 +72,33 @@ def receiver(store: Store) -> Iterator[RunningReceiver]:
     server, running = start_receiver(store)
     yield running
     server.stop(2).wait(5)
+
+
+@dataclass
+class RunningHttpReceiver:
+    port: int
+    ingestor: object
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def traces_url(self) -> str:
+        return f"{self.url}/v1/traces"
+
+
+@pytest.fixture
+def http_receiver(store: Store) -> Iterator[RunningHttpReceiver]:
+    """The real HTTP app (OTLP/HTTP, /metrics) under uvicorn on a free port."""
+    from collector_receiver import TraceIngestor
+    from collector_receiver.http_app import HttpServer, create_app
+
+    ingestor = TraceIngestor(store)
+    server = HttpServer(
+        create_app(store, ingestor, http_max_body_bytes=1024 * 1024), host="127.0.0.1", port=0
+    )
+    server.start()
+    yield RunningHttpReceiver(server.port, ingestor)
+    server.stop(2)
+    ingestor.close(5)

@@ -44,7 +44,7 @@ def _store_pids(data_dir: Path) -> list[int]:
 class Up:
     """A running `pystrument up` and what it printed."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None):
         self.proc = subprocess.Popen(
             [
                 *CLI,
@@ -58,7 +58,7 @@ class Up:
                 "--http-port",
                 "0",
             ],
-            env=_env(data_dir),
+            env={**_env(data_dir), **(extra_env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

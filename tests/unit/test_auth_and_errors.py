@@ -9,7 +9,10 @@ from collector_receiver.auth import key_from_headers
 from collector_receiver.errors import (
     AuthenticationError,
     InvalidRequestError,
+    OverloadedError,
     PayloadTooLargeError,
+    ShuttingDownError,
+    UnsupportedMediaTypeError,
     classify,
 )
 from storage_backend import InvalidDocumentError, StoreError, StoreUnavailableError
@@ -41,6 +44,9 @@ def test_key_from_headers(headers, key):
         (PayloadTooLargeError("x"), grpc.StatusCode.RESOURCE_EXHAUSTED, 413, False),
         (StoreUnavailableError("x"), grpc.StatusCode.UNAVAILABLE, 503, True),
         (StoreError("x"), grpc.StatusCode.UNAVAILABLE, 503, True),
+        (UnsupportedMediaTypeError("x"), grpc.StatusCode.INVALID_ARGUMENT, 415, False),
+        (OverloadedError("x"), grpc.StatusCode.RESOURCE_EXHAUSTED, 429, True),
+        (ShuttingDownError("x"), grpc.StatusCode.UNAVAILABLE, 503, True),
         (RuntimeError("bug"), grpc.StatusCode.INTERNAL, 500, False),
     ],
 )
@@ -52,3 +58,12 @@ def test_classify(exc, code, http, retryable):
 def test_transient_faults_never_get_a_permanent_code():
     for exc in (StoreUnavailableError("down"), StoreError("odd")):
         assert classify(exc).retryable
+
+
+def test_only_retryable_statuses_carry_a_retry_hint():
+    # RESOURCE_EXHAUSTED is retried by clients only with RetryInfo: overload has it, an
+    # oversize message must not.
+    assert classify(OverloadedError("busy", retry_after=2.5)).retry_after == 2.5
+    assert classify(PayloadTooLargeError("big")).retry_after is None
+    for exc in (AuthenticationError("x"), InvalidRequestError("x"), RuntimeError("x")):
+        assert classify(exc).retry_after is None

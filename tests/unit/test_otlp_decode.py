@@ -56,3 +56,47 @@ def test_invalid_spans_are_counted_and_the_valid_ones_kept():
 def test_empty_request_is_valid_and_empty():
     decoded = decode_request(export_request([]))
     assert (decoded.accepted, decoded.rejected, decoded.batch) == (0, 0, [])
+
+
+def test_fast_attribute_decoding_matches_the_stock_decoder():
+    """The map<string, bytes> schema and its value cache give the same dicts as the stock
+    schema, for every kind of value, twice (cold cache, then warm)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from collector_receiver.otlp_values import clear_value_cache, parse_fast_request
+
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id = b"\x01" * 16, b"\x02" * 8
+    span.start_time_unix_nano, span.end_time_unix_nano = 1, 2
+    values = {
+        "s": AnyValue(string_value="GET"),
+        "empty-string": AnyValue(string_value=""),
+        "unicode": AnyValue(string_value="héllo ✓"),
+        "long": AnyValue(string_value="x" * 300),  # two-byte length: not the inline path
+        "i": AnyValue(int_value=-5),
+        "zero": AnyValue(int_value=0),
+        "b": AnyValue(bool_value=False),
+        "d": AnyValue(double_value=2.5),
+        "bytes": AnyValue(bytes_value=b"\x00\xff"),
+        "unset": AnyValue(),
+    }
+    for key, value in values.items():
+        kv = span.attributes.add()
+        kv.key = key
+        kv.value.CopyFrom(value)
+    arr = span.attributes.add()
+    arr.key = "arr"
+    arr.value.array_value.values.add(int_value=1)
+    arr.value.array_value.values.add(string_value="y")
+    dup = span.attributes.add()
+    dup.key, dup.value.string_value = "s", "POST"  # a later duplicate wins in both
+    expected = decode_request(request).batch[0].spans[0].attributes
+    assert expected["s"] == "POST" and expected["arr"] == [1, "y"]
+    clear_value_cache()
+    for _ in range(2):
+        fast = decode_request(parse_fast_request(request.SerializeToString()))
+        assert fast.batch[0].spans[0].attributes == expected
+        assert type(fast.batch[0].spans[0].attributes["b"]) is bool
