@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from collector_receiver.api import analysis as analysis_api
 from collector_receiver.api.envelope import install_error_handlers
 from collector_receiver.ingest import TraceIngestor
 from storage_backend import Store, StoreError
@@ -44,6 +45,7 @@ def create_app(store: Store, ingestor: TraceIngestor | None = None) -> FastAPI:
     install_error_handlers(app)
     # Routers: app.include_router(...) one per resource (OTLP/HTTP, projects, performance,
     # analysis), each added by the change that builds it.
+    app.include_router(analysis_api.router)
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, Any]:

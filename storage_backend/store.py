@@ -166,7 +166,7 @@ class Store:
         records = build_performance_records(project.id, batch, retention=retention, received_at=now)
         self._insert_idempotent(SPANS, span_docs)
         self._insert_idempotent(PERFORMANCE_RECORDS, records)
-        self.auto_analysis.on_records_stored(project, records)
+        self.auto_analysis.on_records_stored([project], records)
         return IngestResult(
             spans=sum(d["span_count"] for d in span_docs),
             span_documents=len(span_docs),
