@@ -143,7 +143,7 @@ def history(
     project_id: str,
     store: StoreDep,
     caller: CallerDep,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    skip: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """The brief's `history/{project_key}`, by project id: keys stay out of URLs."""

@@ -60,6 +60,9 @@ def test_analyze_then_result_status_history(api, store, project):
     history = api.get(f"/api/v1/analysis/history/{project.project.id}", headers=headers).json()
     assert history["data"]["total"] == 1
     assert history["data"]["items"][0]["id"] == analysis_id
+    # Out-of-range paging is a parameter error, not a database overflow (found by fuzzing).
+    huge = api.get(f"/api/v1/analysis/history/{project.project.id}?skip={10**20}", headers=headers)
+    assert huge.status_code == 400 and huge.json()["code"] == 10001
     as_admin = api.get(f"/api/v1/analysis/history/{project.project.id}", headers=_auth(ADMIN))
     assert as_admin.json()["data"]["items"][0]["id"] == analysis_id
 
