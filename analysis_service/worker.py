@@ -185,7 +185,10 @@ class Worker:
             with self._lock:
                 if not self._running:
                     return
-            self._renew_leases()
+            try:
+                self._renew_leases()
+            except StoreError as exc:
+                logger.warning("housekeeping: %s", exc)
             time.sleep(interval)
 
     def _renew_leases(self) -> None:
