@@ -9,7 +9,7 @@ tasks, and queue stats of its own jobs. Projects are named by id in paths, never
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -153,6 +153,13 @@ def history(
     return success({"total": store.analyses.count(project_id), "items": items})
 
 
+def _utc(when: datetime | None) -> datetime | None:
+    """A naive time is taken as UTC (so naive and aware bounds compare)."""
+    if when is None or when.tzinfo is not None:
+        return when
+    return when.replace(tzinfo=timezone.utc)
+
+
 class ReportRequest(BaseModel):
     start: datetime | None = Field(None, description="default: end minus 24 hours")
     end: datetime | None = Field(None, description="default: now")
@@ -164,12 +171,13 @@ def request_report(body: ReportRequest, store: StoreDep, caller: CallerDep) -> d
     """Enqueue a report of a project; download it from `/report/{task_id}` when done."""
     project_id = caller.default_project_id(body.project_id)
     store.projects.get(project_id)
-    if body.start and body.end and body.start >= body.end:
+    start, end = _utc(body.start), _utc(body.end)
+    if start and end and start >= end:
         raise ApiError(ErrorCode.PARAMETER_ERROR, "start must be before end")
     payload = {
         "project_id": project_id,
-        "start": body.start.isoformat() if body.start else None,
-        "end": body.end.isoformat() if body.end else None,
+        "start": start.isoformat() if start else None,
+        "end": end.isoformat() if end else None,
         "report_type": "summary",
     }
     task_id = _enqueue(store, "report", payload, project_id, None)

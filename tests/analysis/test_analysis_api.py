@@ -104,6 +104,9 @@ def test_batch_analyze_report_download_and_queue_stats(api, store, project):
     assert missing.json()["code"] == 10001
     batch = api.post("/api/v1/analysis/batch-analyze", json={"record_ids": ids}, headers=headers)
     batch_id = batch.json()["data"]["task_id"]
+    mixed = {"start": "2026-01-02T00:00:00", "end": "2026-01-01T00:00:00+00:00"}
+    backwards = api.post("/api/v1/analysis/report", json=mixed, headers=headers)
+    assert backwards.json()["code"] == 10001  # naive taken as UTC, then compared
     report = api.post("/api/v1/analysis/report", json={}, headers=headers)
     report_id = report.json()["data"]["task_id"]
 
