@@ -18,6 +18,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from collector_receiver import metrics, otlp_http
+from collector_receiver.api import analysis as analysis_api
+from collector_receiver.api import performance, projects
 from collector_receiver.api.envelope import install_error_handlers
 from collector_receiver.ingest import TraceIngestor
 from storage_backend import Store, StoreError
@@ -42,9 +44,11 @@ def create_app(
     http_max_body_bytes: int = otlp_http.DEFAULT_MAX_BODY_BYTES,
     cors_allowed_origins: Sequence[str] = (),
     http_max_inflight_body_bytes: int = otlp_http.DEFAULT_MAX_INFLIGHT_BODY_BYTES,
+    admin_token: str | None = None,
 ) -> FastAPI:
     """The HTTP app: OTLP/HTTP `/v1/traces`, `/metrics`, `/health` (liveness), `/ready` (store
-    reachable), OpenAPI at `/docs`."""
+    reachable), OpenAPI at `/docs`, the REST API under `/api/v1`. Without `admin_token`,
+    management endpoints refuse everyone."""
     app = FastAPI(
         title="pystrument",
         description="OTLP/HTTP ingestion and the pystrument REST API.",
@@ -56,6 +60,7 @@ def create_app(
     app.state.otlp_body_budget = otlp_http.BodyBudget(
         http_max_inflight_body_bytes, app.state.ingestor.writer.options.retry_after_seconds
     )
+    app.state.admin_token = admin_token
     install_error_handlers(app)
     app.include_router(otlp_http.router)
     app.include_router(metrics.router)
@@ -70,6 +75,9 @@ def create_app(
         )
     # Routers: app.include_router(...) one per resource (OTLP/HTTP, projects, performance,
     # analysis), each added by the change that builds it.
+    app.include_router(projects.router)
+    app.include_router(performance.router)
+    app.include_router(analysis_api.router)
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, Any]:

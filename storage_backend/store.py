@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,8 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
+from storage_backend.analyses import AnalysisRepository
+from storage_backend.auto_analysis import AutoAnalysisTrigger
 from storage_backend.embedded import EmbeddedServer, default_data_dir
 from storage_backend.errors import (
     InvalidDocumentError,
@@ -22,9 +24,12 @@ from storage_backend.errors import (
     StoreUnavailableError,
     translate_errors,
 )
+from storage_backend.jobs import JobQueue
 from storage_backend.models import IngestResult, Project, ResourceSpans
 from storage_backend.projects import ProjectRepository
 from storage_backend.records import build_performance_records, build_span_documents
+from storage_backend.retention import DEFAULT_RETENTION_DAYS, RetentionPolicy
+from storage_backend.rollups import record_rollups
 from storage_backend.schema import PERFORMANCE_RECORDS, SPANS, ensure_indexes
 
 logger = logging.getLogger(__name__)
@@ -32,7 +37,6 @@ logger = logging.getLogger(__name__)
 DUPLICATE_KEY = 11000
 # Server codes for a document over the BSON size limit (BSONObjectTooLarge and kin).
 _TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
-DEFAULT_RETENTION_DAYS = 30
 
 
 @dataclass(slots=True)
@@ -43,6 +47,10 @@ class StoreSettings:
     database: str = "pystrument"
     data_dir: Path = field(default_factory=default_data_dir)
     retention_days: int = DEFAULT_RETENTION_DAYS
+    # Per-collection overrides of retention_days (None: retention_days).
+    records_retention_days: int | None = None
+    spans_retention_days: int | None = None
+    analyses_retention_days: int | None = None
     # How long an operation may wait for a server before the store counts as unavailable:
     # short, so an exporter gets a retryable answer well inside its own timeout.
     server_selection_timeout_ms: int = 3000
@@ -67,7 +75,28 @@ class StoreSettings:
                 ) from None
             if settings.retention_days < 1:
                 raise ValueError(f"PYSTRUMENT_RETENTION_DAYS must be >= 1, got {raw!r}")
+        for kind in ("records", "spans", "analyses"):
+            raw = env.get(f"PYSTRUMENT_{kind.upper()}_RETENTION_DAYS")
+            if raw:
+                try:
+                    days = int(raw)
+                except ValueError:
+                    days = 0
+                if days < 1:
+                    raise ValueError(
+                        f"PYSTRUMENT_{kind.upper()}_RETENTION_DAYS must be an integer >= 1, "
+                        f"got {raw!r}"
+                    )
+                setattr(settings, f"{kind}_retention_days", days)
         return settings
+
+    def retention_policy(self) -> RetentionPolicy:
+        """Days per collection; raises ValueError for a value below 1."""
+        return RetentionPolicy(
+            records_days=self.records_retention_days or self.retention_days,
+            spans_days=self.spans_retention_days or self.retention_days,
+            analyses_days=self.analyses_retention_days or self.retention_days,
+        )
 
 
 class Store:
@@ -79,13 +108,18 @@ class Store:
         database: str = "pystrument",
         *,
         retention_days: int = DEFAULT_RETENTION_DAYS,
+        retention_policy: RetentionPolicy | None = None,
         embedded: EmbeddedServer | None = None,
     ):
         self.client = client
         self.db: Database = client[database]
-        self.retention = timedelta(days=retention_days)
+        self.retention_policy = retention_policy or RetentionPolicy.uniform(retention_days)
+        self.retention = self.retention_policy.records
         self.embedded = embedded
         self.projects = ProjectRepository(self.db)
+        self.jobs = JobQueue(self.db)
+        self.analyses = AnalysisRepository(self.db)
+        self.auto_analysis = AutoAnalysisTrigger(self.jobs)
 
     @classmethod
     def connect(
@@ -119,7 +153,7 @@ class Store:
                 url,
                 settings.database,
                 server_selection_timeout_ms=settings.server_selection_timeout_ms,
-                retention_days=settings.retention_days,
+                retention_policy=settings.retention_policy(),
                 embedded=embedded,
             )
             store.ensure_schema()
@@ -142,6 +176,8 @@ class Store:
 
     def ensure_schema(self) -> None:
         ensure_indexes(self.db)
+        self.jobs.ensure_indexes()
+        self.analyses.ensure_indexes()
 
     def ping(self) -> None:
         """Raise StoreUnavailableError unless the server answers."""
@@ -172,16 +208,12 @@ class Store:
         records: list[dict[str, Any]] = []
         results: list[IngestResult] = []
         for project, batch in items:
-            retention = (
-                timedelta(days=project.config.retention_days)
-                if project.config.retention_days
-                else self.retention
-            )
+            keep = self.retention_policy.for_project(project)
             item_spans = build_span_documents(
-                project.id, batch, retention=retention, received_at=now
+                project.id, batch, retention=keep.spans, received_at=now
             )
             item_records = build_performance_records(
-                project.id, batch, retention=retention, received_at=now
+                project.id, batch, retention=keep.records, received_at=now
             )
             span_docs += item_spans
             records += item_records
@@ -193,12 +225,23 @@ class Store:
                 )
             )
         self._insert_idempotent(SPANS, span_docs)
-        self._insert_idempotent(PERFORMANCE_RECORDS, records)
+        # Rollups and auto-analysis see only what this call wrote, so a retry counts nothing twice.
+        written = self._insert_idempotent(PERFORMANCE_RECORDS, records)
+        record_rollups(self.db, written)
+        self.auto_analysis.on_records_stored([project for project, _ in items], written)
         return results
 
-    def _insert_idempotent(self, collection: str, docs: list[dict[str, Any]]) -> None:
+    def insert_new(self, collection: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Insert documents with deterministic `_id`s, skipping those already stored (a
+        client's retry); return the ones this call wrote."""
+        return self._insert_idempotent(collection, docs)
+
+    def _insert_idempotent(
+        self, collection: str, docs: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Insert `docs`, skipping those already stored; return the ones this call wrote."""
         if not docs:
-            return
+            return []
         with translate_errors():
             try:
                 self.db[collection].insert_many(docs, ordered=False)
@@ -213,6 +256,9 @@ class Store:
                 if others or exc.details.get("writeConcernErrors"):
                     raise StoreError(f"bulk write to {collection} failed: {others[:3]}") from exc
                 logger.debug("%d already-stored documents skipped in %s", len(errors), collection)
+                skipped = {e.get("index") for e in errors}
+                return [d for i, d in enumerate(docs) if i not in skipped]
+        return docs
 
     def close(self) -> None:
         """Close the client and stop the embedded server if this store started it."""
