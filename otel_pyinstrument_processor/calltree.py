@@ -10,6 +10,7 @@ can be as deep as the recursion limit.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -166,17 +167,37 @@ def tree_from_frame_records(
     into their parent while the nodes are made (as :func:`fold_small_frames` would do after),
     so the tree is never built in full: most nodes of a deep request are tiny.
     """
+    if not frame_records:
+        return None
     root = _Builder("")
-    # The same frame info (function + current line) recurs in most samples: parse it once.
-    parsed: dict[str, tuple[str, str | None]] = {}
+    # Every sample starts with the frames above the one that started the profiler (thread
+    # bootstrap, server loop): when all of them do, skip that stem instead of walking it in
+    # every sample; it is trimmed from the tree anyway. (The starting frame itself is
+    # compared by identifier only: its line has moved since.)
+    skip = max(0, len(start_call_stack) - 1)
+    stem = list(start_call_stack[:skip]) if skip > 0 else []
+    if stem and not all(list(stack[:skip]) == stem for stack, _ in frame_records):
+        skip, stem = 0, []
+    top_of_stem = root
+    if stem:
+        for frame_info in stem:
+            identifier, _class = _PARSED.get(frame_info) or _parsed_frame_info(frame_info)
+            link = _Builder(identifier)
+            top_of_stem.children[identifier] = link
+            top_of_stem = link
+    parsed = _PARSED
     for stack, elapsed in frame_records:
-        node = root
+        if skip:
+            node = top_of_stem
+            stack = stack[skip:]
+        else:
+            node = root
         node.total += elapsed
         node.samples += 1
         for frame_info in stack:
             info = parsed.get(frame_info)
             if info is None:
-                info = parsed[frame_info] = _parse_frame_info(frame_info)
+                info = _parsed_frame_info(frame_info)
             identifier, class_name = info
             child = node.children.get(identifier)
             if child is None:
@@ -187,6 +208,13 @@ def tree_from_frame_records(
                 child.class_time[class_name] = child.class_time.get(class_name, 0.0) + elapsed
             node = child
         node.self_time += elapsed
+    if stem:
+        # The skipped stem is a single-child chain holding every sample.
+        stem_node = root
+        while stem_node is not top_of_stem:
+            stem_node = next(iter(stem_node.children.values()))
+            stem_node.total, stem_node.samples = top_of_stem.total, top_of_stem.samples
+        root.total, root.samples = top_of_stem.total, top_of_stem.samples
     if root.samples == 0:
         return None
     top = root
@@ -194,6 +222,20 @@ def tree_from_frame_records(
         top = next(iter(root.children.values()))
     top = _trim_stem(top, start_call_stack)
     return _to_nodes(top, min_share * top.total)
+
+
+# Frame info strings recur across requests (same code, same lines): parse each once per
+# process. Bounded: cleared when full (e.g. code generated at run time).
+_MAX_CACHED_FRAMES = 50_000
+_PARSED: dict[str, tuple[str, str | None]] = {}
+_SPLIT: dict[str, tuple[str, str, int]] = {}
+
+
+def _parsed_frame_info(frame_info: str) -> tuple[str, str | None]:
+    if len(_PARSED) >= _MAX_CACHED_FRAMES:
+        _PARSED.clear()
+    info = _PARSED[frame_info] = _parse_frame_info(frame_info)
+    return info
 
 
 def _parse_frame_info(frame_info: str) -> tuple[str, str | None]:
@@ -237,9 +279,18 @@ def _to_nodes(top: _Builder, min_total: float = 0.0) -> CallTreeNode:
 
 
 def _node_from_builder(builder: _Builder) -> CallTreeNode:
-    function, file, line = _split_identifier(builder.identifier)
+    split = _SPLIT.get(builder.identifier)
+    if split is None:
+        if len(_SPLIT) >= _MAX_CACHED_FRAMES:
+            _SPLIT.clear()
+        split = _SPLIT[builder.identifier] = _split_identifier(builder.identifier)
+    function, file, line = split
     if builder.class_time:
-        class_name = max(builder.class_time.items(), key=lambda item: item[1])[0]
+        class_time = builder.class_time
+        if len(class_time) == 1:
+            class_name = next(iter(class_time))
+        else:
+            class_name = max(class_time, key=class_time.__getitem__)
         function = f"{class_name}.{function}"
     return CallTreeNode(
         function=function,
@@ -275,7 +326,7 @@ def remove_profiler_frames(tree: CallTreeNode, options: PruneOptions) -> CallTre
     the request's total is unchanged. OpenTelemetry frames that lead back into application
     code (e.g. the WSGI middleware) stay.
     """
-    paths = _Paths(options)
+    paths = _paths_for(options)
     parents_first = _parents_first(tree)
     plumbing: set[int] = set()  # id() of nodes whose subtree is all glue and reaches profiler
     verdicts: dict[int, tuple[bool, bool]] = {}  # id(node) -> (all glue, reaches profiler)
@@ -305,7 +356,7 @@ def collapse_library_frames(tree: CallTreeNode, options: PruneOptions) -> CallTr
     (``options.library_self_share``) are kept. A removed frame's children move up to its
     parent (merged with same-function siblings) and its self time goes to the parent.
     """
-    paths = _Paths(options)
+    paths = _paths_for(options)
     significant = options.library_self_share * tree.total_time
 
     def removable(node: CallTreeNode) -> bool:
@@ -401,8 +452,14 @@ def _parents_first(tree: CallTreeNode) -> list[CallTreeNode]:
     return order
 
 
+@functools.lru_cache(maxsize=16)
+def _paths_for(options: PruneOptions) -> _Paths:
+    # A processor prunes every tree with the same options: keep the file verdicts.
+    return _Paths(options)
+
+
 class _Paths:
-    """Classifies file paths under one set of options, caching per file."""
+    """Classifies file paths under one set of options, caching per file (bounded)."""
 
     def __init__(self, options: PruneOptions) -> None:
         self._options = options
@@ -413,6 +470,8 @@ class _Paths:
         """(is glue, is profiler code) for a file."""
         verdict = self._glue.get(file)
         if verdict is None:
+            if len(self._glue) >= _MAX_CACHED_FRAMES:
+                self._glue.clear()
             profiler = file.startswith(self._options.profiler_paths)
             glue = profiler or any(part in file for part in self._options.glue_fragments)
             verdict = self._glue[file] = (glue, profiler)
@@ -421,6 +480,8 @@ class _Paths:
     def is_library(self, file: str) -> bool:
         verdict = self._library.get(file)
         if verdict is None:
+            if len(self._library) >= _MAX_CACHED_FRAMES:
+                self._library.clear()
             verdict = self._library[file] = self._classify_library(file)
         return verdict
 
