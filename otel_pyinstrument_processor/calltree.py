@@ -185,29 +185,7 @@ def tree_from_frame_records(
             link = _Builder(identifier)
             top_of_stem.children[identifier] = link
             top_of_stem = link
-    parsed = _PARSED
-    for stack, elapsed in frame_records:
-        if skip:
-            node = top_of_stem
-            stack = stack[skip:]
-        else:
-            node = root
-        node.total += elapsed
-        node.samples += 1
-        for frame_info in stack:
-            info = parsed.get(frame_info)
-            if info is None:
-                info = _parsed_frame_info(frame_info)
-            identifier, class_name = info
-            child = node.children.get(identifier)
-            if child is None:
-                child = node.children[identifier] = _Builder(identifier)
-            child.total += elapsed
-            child.samples += 1
-            if class_name is not None:
-                child.class_time[class_name] = child.class_time.get(class_name, 0.0) + elapsed
-            node = child
-        node.self_time += elapsed
+    _aggregate(frame_records, top_of_stem, skip)
     if stem:
         # The skipped stem is a single-child chain holding every sample.
         stem_node = root
@@ -222,6 +200,74 @@ def tree_from_frame_records(
         top = next(iter(root.children.values()))
     top = _trim_stem(top, start_call_stack)
     return _to_nodes(top, min_share * top.total)
+
+
+def _aggregate(
+    frame_records: Sequence[tuple[Sequence[str], float]], base: _Builder, skip: int
+) -> None:
+    """Add the samples under ``base`` (each stack minus its first ``skip`` frames).
+
+    Consecutive samples mostly share a long prefix of their stacks. Only the frames past
+    the shared prefix are walked; a node on the current path accumulates its time, sample
+    count and class time when it leaves the path, as the difference of running sums since
+    it entered (exact, and the cost per sample is the part of the stack that changed).
+    """
+    path_nodes: list[_Builder] = []
+    path_infos: list[str] = []
+    path_enter: list[tuple[float, int, str | None]] = []
+    elapsed_sum = 0.0
+    count = 0
+    parsed = _PARSED
+    for stack, elapsed in frame_records:
+        if type(stack) is not list:
+            stack = list(stack)
+        if skip:
+            stack = stack[skip:]
+        # Longest common prefix with the previous stack: binary search on C-level slice
+        # comparisons (the strings are mostly the very same objects).
+        low, high = 0, min(len(stack), len(path_infos))
+        if stack[:high] == path_infos[:high]:
+            low = high
+        while low < high:
+            middle = (low + high + 1) // 2
+            if stack[:middle] == path_infos[:middle]:
+                low = middle
+            else:
+                high = middle - 1
+        for index in range(len(path_nodes) - 1, low - 1, -1):
+            _leave(path_nodes[index], path_enter[index], elapsed_sum, count)
+        del path_nodes[low:], path_infos[low:], path_enter[low:]
+        node = path_nodes[-1] if path_nodes else base
+        for frame_info in stack[low:]:
+            info = parsed.get(frame_info)
+            if info is None:
+                info = _parsed_frame_info(frame_info)
+            identifier, class_name = info
+            child = node.children.get(identifier)
+            if child is None:
+                child = node.children[identifier] = _Builder(identifier)
+            path_nodes.append(child)
+            path_infos.append(frame_info)
+            path_enter.append((elapsed_sum, count, class_name))
+            node = child
+        node.self_time += elapsed
+        elapsed_sum += elapsed
+        count += 1
+    for index in range(len(path_nodes) - 1, -1, -1):
+        _leave(path_nodes[index], path_enter[index], elapsed_sum, count)
+    base.total += elapsed_sum
+    base.samples += count
+
+
+def _leave(
+    node: _Builder, entered: tuple[float, int, str | None], elapsed_sum: float, count: int
+) -> None:
+    elapsed_then, count_then, class_name = entered
+    spent = elapsed_sum - elapsed_then
+    node.total += spent
+    node.samples += count - count_then
+    if class_name is not None:
+        node.class_time[class_name] = node.class_time.get(class_name, 0.0) + spent
 
 
 # Frame info strings recur across requests (same code, same lines): parse each once per
