@@ -18,11 +18,11 @@ from otel_pyinstrument_processor import attributes as attrs
 from otel_pyinstrument_processor.stack_sampler import frame_identifier, shared_sampler
 from tests.unit.test_processor import (
     Harness,
+    assert_two_concurrent_requests_see_only_their_own_frames,
     busy_alpha,
     busy_reporting_function,
     find,
     functions,
-    profiled_request,
     tree_of,
 )
 
@@ -86,20 +86,7 @@ def cpu_beta() -> None:
 
 
 def test_concurrent_requests_on_two_threads_get_only_their_own_frames(harness: Harness) -> None:
-    barrier = threading.Barrier(2)
-    threads = [
-        threading.Thread(target=profiled_request, args=(harness.tracer, name, work, barrier))
-        for name, work in (("alpha", cpu_alpha), ("beta", cpu_beta))
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    spans = harness.spans()
-    alpha, beta = functions(tree_of(spans["alpha"])), functions(tree_of(spans["beta"]))
-    assert "cpu_alpha" in alpha and "cpu_beta" not in alpha
-    assert "cpu_beta" in beta and "cpu_alpha" not in beta
-    assert harness.processor.stats.profiles_attached == 2
+    assert_two_concurrent_requests_see_only_their_own_frames(harness, cpu_alpha, cpu_beta)
 
 
 def test_thread_starts_on_the_first_profiled_span_and_stops_on_shutdown() -> None:
