@@ -255,6 +255,16 @@ _shared: StackSampler | None = None
 _shared_lock = threading.Lock()
 
 
+def _reset_shared_lock() -> None:
+    # Another thread may have held the lock at fork: the child's copy would stay locked.
+    global _shared_lock
+    _shared_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_shared_lock)
+
+
 def shared_sampler() -> StackSampler:
     """The process's sampler (created on first use; its thread starts on first request)."""
     global _shared
