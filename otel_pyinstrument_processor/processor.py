@@ -9,6 +9,11 @@ user remembered to wrap. Instead, ``on_start`` overrides ``end`` on the profiled
 ``self.end()``): the override stops the profiler, sets the attributes with the public
 ``set_attributes`` while the span still records, then calls the original ``end``. Every
 processor and exporter sees the tree, whatever order they were added in.
+
+Two ways to sample a request (``profiler_mode``): pyinstrument's per-call hook on the
+request's thread (the default), or the process's sampling thread (stack_sampler.py), which
+reads the request thread's stack every ``sampler_interval``; asyncio requests always use
+pyinstrument's strict async mode.
 """
 
 from __future__ import annotations
