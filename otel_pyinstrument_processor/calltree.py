@@ -296,17 +296,22 @@ def _parse_frame_info(frame_info: str) -> tuple[str, str | None]:
 def _trim_stem(top: _Builder, start_call_stack: Sequence[str]) -> _Builder:
     # Same rule as pyinstrument's Session._trim_stem: walk down the single-child chain
     # while it follows the stack that started the profiler.
-    start_ids = [info.partition(ATTRIBUTES_SEP)[0] for info in start_call_stack]
-    if not start_ids or start_ids[0] != top.identifier:
+    # (Identifiers are cut from the frame infos only as far as the walk goes.)
+    if not start_call_stack or _identifier_of(start_call_stack[0]) != top.identifier:
         return top
-    for expected in start_ids[1:]:
+    for info in start_call_stack[1:]:
         if top.self_time != 0 or len(top.children) != 1:
             break
         child = next(iter(top.children.values()))
-        if child.identifier != expected:
+        if child.identifier != _identifier_of(info):
             break
         top = child
     return top
+
+
+def _identifier_of(frame_info: str) -> str:
+    parsed = _PARSED.get(frame_info)
+    return parsed[0] if parsed is not None else frame_info.partition(ATTRIBUTES_SEP)[0]
 
 
 def _to_nodes(top: _Builder, min_total: float = 0.0) -> CallTreeNode:

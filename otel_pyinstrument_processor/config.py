@@ -62,7 +62,7 @@ class ProfilerConfig:
     """pyinstrument's sampling interval."""
     profiler_mode: str = "pyinstrument"
     """``pyinstrument``: pyinstrument's per-call hook samples the request's thread (1 ms
-    resolution, costs ~40-80 % CPU on a 1 ms endpoint). ``sampler``: one background thread
+    resolution, costs ~30-60 % more CPU on a 1 ms endpoint). ``sampler``: one background thread
     per process reads the stacks of threads serving a profiled request every
     ``sampler_interval`` (cheap, coarse; for threaded/WSGI servers). asyncio requests always
     use pyinstrument (a thread sampler cannot attribute coroutines)."""

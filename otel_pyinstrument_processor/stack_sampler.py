@@ -1,7 +1,7 @@
 """The sampling-thread profiler mode: one background thread samples every profiled request.
 
 pyinstrument's profiler hooks every call and return of the profiled thread (``setstatprofile``),
-which costs 40-80 % more CPU on a 1 ms endpoint. Sentry's and Pyroscope's profilers instead
+which costs 30-60 % more CPU on a 1 ms endpoint. Sentry's and Pyroscope's profilers instead
 read the stacks from a background thread every few milliseconds. :class:`StackSampler` does
 the same for threaded (WSGI) servers: one daemon thread per process, started lazily by the
 first profiled span (never at import) and again in a forked child, that every ``interval``
