@@ -13,11 +13,14 @@ Two parts, both printed as ratios:
 
    Variants: no tracing; OTel only (Flask instrumentation + BatchSpanProcessor to an exporter
    that drops); OTel + our processor at sampling rate 0, at defaults (``ProfilerConfig()``:
-   rate 1.0 capped at 10 profiles/s), and at rate 1.0 uncapped; pyinstrument's own per-request
+   rate 1.0 capped at 10 profiles/s), at rate 1.0 uncapped, and at rate 1.0 uncapped in
+   ``profiler_mode="sampler"`` (a background thread at 100 Hz); pyinstrument's own per-request
    recipe (OTel + a Profiler started/stopped in before/after_request, its tree built); Sentry
    (``sentry-sdk`` with tracing and profiling at 1.0, a transport that drops; Sentry does its
-   own tracing, no OTel); Pyroscope (``pyroscope-io`` sampling at 100 Hz, the
-   ``pyroscope-otel`` span processor on OTel; uploads to a closed port fail in the background).
+   own tracing, no OTel; ``sentry_traces`` is the same with profiling off, so Sentry's
+   profiler's own cost is sentry / sentry_traces); Pyroscope (``pyroscope-io`` sampling at
+   100 Hz, the ``pyroscope-otel`` span processor on OTel; uploads to a closed port fail in the
+   background).
 
 2. Fixed costs (same process, best of several timing loops): a SERVER span with our processor
    at rate 0 against the same span with OTel alone; one profiled span's start + stop + build
@@ -45,7 +48,9 @@ VARIANTS = (
     "ours_rate0",
     "ours_default",
     "ours_rate1",
+    "ours_sampler",
     "pyinstrument_mw",
+    "sentry_traces",
     "sentry",
     "pyroscope",
 )
@@ -72,7 +77,7 @@ def mixed_work() -> int:
 
 def make_app(variant: str) -> Callable[..., Any]:
     """The Flask app wired for ``variant``; returns its WSGI callable."""
-    if variant == "sentry":
+    if variant in ("sentry", "sentry_traces"):
         import sentry_sdk
         from sentry_sdk.integrations.flask import FlaskIntegration
         from sentry_sdk.transport import Transport
@@ -85,7 +90,8 @@ def make_app(variant: str) -> Callable[..., Any]:
             dsn="http://public@127.0.0.1:9/1",
             transport=DroppingTransport,
             traces_sample_rate=1.0,
-            profiles_sample_rate=1.0,
+            # sentry_traces: Sentry's tracing alone, the baseline of its profiler's cost.
+            profiles_sample_rate=1.0 if variant == "sentry" else 0.0,
             integrations=[FlaskIntegration()],
         )
     if variant == "pyroscope":
@@ -107,7 +113,7 @@ def make_app(variant: str) -> Callable[..., Any]:
     def mixed() -> str:
         return str(mixed_work())
 
-    if variant in ("none", "sentry"):
+    if variant in ("none", "sentry", "sentry_traces"):
         return app.wsgi_app
     _instrument(app, variant)
     return app.wsgi_app
@@ -131,6 +137,12 @@ def _instrument(app: Any, variant: str) -> None:
         provider.add_span_processor(PyinstrumentSpanProcessor.from_config(ProfilerConfig()))
     elif variant == "ours_rate1":
         provider.add_span_processor(PyinstrumentSpanProcessor(sampling_rate=1.0))
+    elif variant == "ours_sampler":
+        # Rate 1.0 uncapped, like ours_rate1, with the sampling thread at 100 Hz (Sentry's
+        # and Pyroscope's rate) instead of pyinstrument's per-call hook.
+        provider.add_span_processor(
+            PyinstrumentSpanProcessor(sampling_rate=1.0, profiler_mode="sampler")
+        )
     elif variant == "pyroscope":
         from pyroscope.otel import PyroscopeSpanProcessor
 
@@ -212,16 +224,23 @@ def fixed_costs() -> dict[str, float]:
     from opentelemetry.trace import SpanKind
 
     from otel_pyinstrument_processor import PyinstrumentSpanProcessor
-    from otel_pyinstrument_processor.calltree import PruneOptions, build_call_tree, prune
+    from otel_pyinstrument_processor.calltree import (
+        PruneOptions,
+        build_call_tree,
+        prune,
+        tree_from_frame_records,
+    )
     from otel_pyinstrument_processor.wire import encode_profile
 
     def per_call(fn: Callable[[], Any], n: int, repeats: int = 5) -> float:
+        # CPU time of this (the request's) thread: on a shared machine wall time mostly
+        # measures the other processes; a background sampling thread is not counted here.
         best = float("inf")
         for _ in range(repeats):
-            started = time.perf_counter()
+            started = time.thread_time()
             for _ in range(n):
                 fn()
-            best = min(best, (time.perf_counter() - started) / n)
+            best = min(best, (time.thread_time() - started) / n)
         return best
 
     def tracer_with(*processors: Any) -> Any:
@@ -234,6 +253,7 @@ def fixed_costs() -> dict[str, float]:
     plain = tracer_with()
     rate0 = tracer_with(PyinstrumentSpanProcessor(sampling_rate=0.0))
     rate1 = tracer_with(PyinstrumentSpanProcessor(sampling_rate=1.0))
+    sampler = tracer_with(PyinstrumentSpanProcessor(sampling_rate=1.0, profiler_mode="sampler"))
     child_tracer = rate0
 
     def span(tracer: Any) -> Callable[[], None]:
@@ -255,6 +275,7 @@ def fixed_costs() -> dict[str, float]:
         "rate0_span_us": (span(rate0), 5000),
         "child_span_rate0_us": (child_span, 5000),
         "profiled_empty_span_us": (span(rate1), 500),
+        "sampler_empty_span_us": (span(sampler), 2000),
     }
     results = {name: float("inf") for name in loops}
     for _ in range(9):
@@ -262,6 +283,7 @@ def fixed_costs() -> dict[str, float]:
             results[name] = min(results[name], per_call(fn, n, repeats=1) * 1e6)
     results["unprofiled_extra_us"] = results["rate0_span_us"] - results["otel_span_us"]
     results["profiled_fixed_us"] = results["profiled_empty_span_us"] - results["otel_span_us"]
+    results["sampler_fixed_us"] = results["sampler_empty_span_us"] - results["otel_span_us"]
 
     from pyinstrument import Profiler
 
@@ -278,6 +300,24 @@ def fixed_costs() -> dict[str, float]:
 
     results["session_samples"] = float(len(session.frame_records))
     results["build_prune_encode_us"] = per_call(encode_session, 200) * 1e6
+
+    # The same work sampled by the sampling thread every 10 ms (what sampler mode builds).
+    from otel_pyinstrument_processor.stack_sampler import shared_sampler
+
+    owner = object()
+    request = shared_sampler().begin(owner, 0.01, sys._getframe())
+    mixed_app_like_work()
+    records = shared_sampler().end(request)
+    shared_sampler().release(owner)
+    prefixes = tuple(session.sys_prefixes)
+
+    def encode_sampled() -> None:
+        tree = tree_from_frame_records(records, request.start_call_stack, 0.005)
+        assert tree is not None
+        encode_profile(prune(tree, PruneOptions(library_prefixes=prefixes)))
+
+    results["sampler_samples"] = float(len(records))
+    results["sampler_build_prune_encode_us"] = per_call(encode_sampled, 200) * 1e6
     return results
 
 
@@ -301,6 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--quick", action="store_true", help="a third of the requests")
+    parser.add_argument(
+        "--variants",
+        help=f"comma-separated subset of {','.join(VARIANTS)} (otel is always run)",
+    )
+    parser.add_argument("--no-requests", action="store_true", help="only the fixed costs (~10 s)")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -308,13 +353,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(run_worker(variant, endpoint, int(count))))
         return 0
 
+    variants = VARIANTS
+    if args.variants:
+        wanted = {"otel", *args.variants.split(",")}
+        unknown = wanted - set(VARIANTS)
+        if unknown:
+            parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
+        variants = tuple(v for v in VARIANTS if v in wanted)
+    if args.no_requests:
+        variants = ()
     began = time.monotonic()
     best: dict[tuple[str, str], dict[str, float]] = {}
     failures: dict[str, str] = {}
     for _round in range(args.rounds):
         for endpoint, count in ENDPOINTS.items():
             count = max(10, count // 3) if args.quick else count
-            for variant in VARIANTS:
+            for variant in variants:
                 if variant in failures:
                     continue
                 result = run_variant(variant, endpoint, count)
@@ -328,12 +382,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     previous[measure] = min(previous[measure], result[measure])
                 previous["rps"] = max(previous["rps"], result["rps"])
 
-    for endpoint in ENDPOINTS:
+    for endpoint in ENDPOINTS if variants else ():
         base = best.get(("otel", endpoint))
         print(f"\n{endpoint}  (ratios to OTel only; lower latency / higher throughput is better)")
         header = ("p50 ms", "p99 ms", "req/s", "cpu ms", "p50 x", "p99 x", "thru x", "cpu x")
         print(f"{'variant':<18}" + "".join(f"{h:>9}" for h in header))
-        for variant in VARIANTS:
+        for variant in variants:
             r = best.get((variant, endpoint))
             if r is None:
                 print(f"{variant:<18}  did not run: {failures.get(variant, '?')}")
@@ -349,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
     costs = fixed_costs()
-    print("\nfixed costs, µs (best of 9 interleaved loops)")
+    print("\nfixed costs, µs of the calling thread's CPU (best of 9 interleaved loops)")
     for name, value in costs.items():
         print(f"  {name:<26}{value:>10.2f}")
     print(f"\n(total {time.monotonic() - began:.0f} s)")

@@ -13,10 +13,11 @@ PROFILE_FORMAT = "pystrument.profile.format"
 """str: how :data:`PROFILE_TREE` is encoded, version included: ``calltree/1;json+zlib+base64``."""
 
 PROFILE_SAMPLE_COUNT = "pystrument.profile.sample_count"
-"""int: number of stack samples pyinstrument took while the span was profiled."""
+"""int: number of stack samples taken while the span was profiled (pyinstrument's, or the
+sampling thread's in sampler mode)."""
 
 PROFILE_INTERVAL = "pystrument.profile.interval"
-"""float: the configured pyinstrument sampling interval, in seconds."""
+"""float: the configured sampling interval of the mode that profiled the span, in seconds."""
 
 PROFILE_DURATION = "pystrument.profile.duration"
 """float: wall time the profiler ran, in seconds."""

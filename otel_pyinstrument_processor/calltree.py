@@ -10,6 +10,7 @@ can be as deep as the recursion limit.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -166,27 +167,32 @@ def tree_from_frame_records(
     into their parent while the nodes are made (as :func:`fold_small_frames` would do after),
     so the tree is never built in full: most nodes of a deep request are tiny.
     """
+    if not frame_records:
+        return None
     root = _Builder("")
-    # The same frame info (function + current line) recurs in most samples: parse it once.
-    parsed: dict[str, tuple[str, str | None]] = {}
-    for stack, elapsed in frame_records:
-        node = root
-        node.total += elapsed
-        node.samples += 1
-        for frame_info in stack:
-            info = parsed.get(frame_info)
-            if info is None:
-                info = parsed[frame_info] = _parse_frame_info(frame_info)
-            identifier, class_name = info
-            child = node.children.get(identifier)
-            if child is None:
-                child = node.children[identifier] = _Builder(identifier)
-            child.total += elapsed
-            child.samples += 1
-            if class_name is not None:
-                child.class_time[class_name] = child.class_time.get(class_name, 0.0) + elapsed
-            node = child
-        node.self_time += elapsed
+    # Every sample starts with the frames above the one that started the profiler (thread
+    # bootstrap, server loop): when all of them do, skip that stem instead of walking it in
+    # every sample; it is trimmed from the tree anyway. (The starting frame itself is
+    # compared by identifier only: its line has moved since.)
+    skip = max(0, len(start_call_stack) - 1)
+    stem = list(start_call_stack[:skip]) if skip > 0 else []
+    if stem and not all(list(stack[:skip]) == stem for stack, _ in frame_records):
+        skip, stem = 0, []
+    top_of_stem = root
+    if stem:
+        for frame_info in stem:
+            identifier, _class = _PARSED.get(frame_info) or _parsed_frame_info(frame_info)
+            link = _Builder(identifier)
+            top_of_stem.children[identifier] = link
+            top_of_stem = link
+    _aggregate(frame_records, top_of_stem, skip)
+    if stem:
+        # The skipped stem is a single-child chain holding every sample.
+        stem_node = root
+        while stem_node is not top_of_stem:
+            stem_node = next(iter(stem_node.children.values()))
+            stem_node.total, stem_node.samples = top_of_stem.total, top_of_stem.samples
+        root.total, root.samples = top_of_stem.total, top_of_stem.samples
     if root.samples == 0:
         return None
     top = root
@@ -194,6 +200,88 @@ def tree_from_frame_records(
         top = next(iter(root.children.values()))
     top = _trim_stem(top, start_call_stack)
     return _to_nodes(top, min_share * top.total)
+
+
+def _aggregate(
+    frame_records: Sequence[tuple[Sequence[str], float]], base: _Builder, skip: int
+) -> None:
+    """Add the samples under ``base`` (each stack minus its first ``skip`` frames).
+
+    Consecutive samples mostly share a long prefix of their stacks. Only the frames past
+    the shared prefix are walked; a node on the current path accumulates its time, sample
+    count and class time when it leaves the path, as the difference of running sums since
+    it entered (exact, and the cost per sample is the part of the stack that changed).
+    """
+    path_nodes: list[_Builder] = []
+    path_infos: list[str] = []
+    path_enter: list[tuple[float, int, str | None]] = []
+    elapsed_sum = 0.0
+    count = 0
+    parsed = _PARSED
+    for stack, elapsed in frame_records:
+        if type(stack) is not list:
+            stack = list(stack)
+        if skip:
+            stack = stack[skip:]
+        # Longest common prefix with the previous stack: binary search on C-level slice
+        # comparisons (the strings are mostly the very same objects).
+        low, high = 0, min(len(stack), len(path_infos))
+        if stack[:high] == path_infos[:high]:
+            low = high
+        while low < high:
+            middle = (low + high + 1) // 2
+            if stack[:middle] == path_infos[:middle]:
+                low = middle
+            else:
+                high = middle - 1
+        for index in range(len(path_nodes) - 1, low - 1, -1):
+            _leave(path_nodes[index], path_enter[index], elapsed_sum, count)
+        del path_nodes[low:], path_infos[low:], path_enter[low:]
+        node = path_nodes[-1] if path_nodes else base
+        for frame_info in stack[low:]:
+            info = parsed.get(frame_info)
+            if info is None:
+                info = _parsed_frame_info(frame_info)
+            identifier, class_name = info
+            child = node.children.get(identifier)
+            if child is None:
+                child = node.children[identifier] = _Builder(identifier)
+            path_nodes.append(child)
+            path_infos.append(frame_info)
+            path_enter.append((elapsed_sum, count, class_name))
+            node = child
+        node.self_time += elapsed
+        elapsed_sum += elapsed
+        count += 1
+    for index in range(len(path_nodes) - 1, -1, -1):
+        _leave(path_nodes[index], path_enter[index], elapsed_sum, count)
+    base.total += elapsed_sum
+    base.samples += count
+
+
+def _leave(
+    node: _Builder, entered: tuple[float, int, str | None], elapsed_sum: float, count: int
+) -> None:
+    elapsed_then, count_then, class_name = entered
+    spent = elapsed_sum - elapsed_then
+    node.total += spent
+    node.samples += count - count_then
+    if class_name is not None:
+        node.class_time[class_name] = node.class_time.get(class_name, 0.0) + spent
+
+
+# Frame info strings recur across requests (same code, same lines): parse each once per
+# process. Bounded: cleared when full (e.g. code generated at run time).
+_MAX_CACHED_FRAMES = 50_000
+_PARSED: dict[str, tuple[str, str | None]] = {}
+_SPLIT: dict[str, tuple[str, str, int]] = {}
+
+
+def _parsed_frame_info(frame_info: str) -> tuple[str, str | None]:
+    if len(_PARSED) >= _MAX_CACHED_FRAMES:
+        _PARSED.clear()
+    info = _PARSED[frame_info] = _parse_frame_info(frame_info)
+    return info
 
 
 def _parse_frame_info(frame_info: str) -> tuple[str, str | None]:
@@ -208,17 +296,22 @@ def _parse_frame_info(frame_info: str) -> tuple[str, str | None]:
 def _trim_stem(top: _Builder, start_call_stack: Sequence[str]) -> _Builder:
     # Same rule as pyinstrument's Session._trim_stem: walk down the single-child chain
     # while it follows the stack that started the profiler.
-    start_ids = [info.partition(ATTRIBUTES_SEP)[0] for info in start_call_stack]
-    if not start_ids or start_ids[0] != top.identifier:
+    # (Identifiers are cut from the frame infos only as far as the walk goes.)
+    if not start_call_stack or _identifier_of(start_call_stack[0]) != top.identifier:
         return top
-    for expected in start_ids[1:]:
+    for info in start_call_stack[1:]:
         if top.self_time != 0 or len(top.children) != 1:
             break
         child = next(iter(top.children.values()))
-        if child.identifier != expected:
+        if child.identifier != _identifier_of(info):
             break
         top = child
     return top
+
+
+def _identifier_of(frame_info: str) -> str:
+    parsed = _PARSED.get(frame_info)
+    return parsed[0] if parsed is not None else frame_info.partition(ATTRIBUTES_SEP)[0]
 
 
 def _to_nodes(top: _Builder, min_total: float = 0.0) -> CallTreeNode:
@@ -237,9 +330,18 @@ def _to_nodes(top: _Builder, min_total: float = 0.0) -> CallTreeNode:
 
 
 def _node_from_builder(builder: _Builder) -> CallTreeNode:
-    function, file, line = _split_identifier(builder.identifier)
+    split = _SPLIT.get(builder.identifier)
+    if split is None:
+        if len(_SPLIT) >= _MAX_CACHED_FRAMES:
+            _SPLIT.clear()
+        split = _SPLIT[builder.identifier] = _split_identifier(builder.identifier)
+    function, file, line = split
     if builder.class_time:
-        class_name = max(builder.class_time.items(), key=lambda item: item[1])[0]
+        class_time = builder.class_time
+        if len(class_time) == 1:
+            class_name = next(iter(class_time))
+        else:
+            class_name = max(class_time, key=class_time.__getitem__)
         function = f"{class_name}.{function}"
     return CallTreeNode(
         function=function,
@@ -275,7 +377,7 @@ def remove_profiler_frames(tree: CallTreeNode, options: PruneOptions) -> CallTre
     the request's total is unchanged. OpenTelemetry frames that lead back into application
     code (e.g. the WSGI middleware) stay.
     """
-    paths = _Paths(options)
+    paths = _paths_for(options)
     parents_first = _parents_first(tree)
     plumbing: set[int] = set()  # id() of nodes whose subtree is all glue and reaches profiler
     verdicts: dict[int, tuple[bool, bool]] = {}  # id(node) -> (all glue, reaches profiler)
@@ -305,7 +407,7 @@ def collapse_library_frames(tree: CallTreeNode, options: PruneOptions) -> CallTr
     (``options.library_self_share``) are kept. A removed frame's children move up to its
     parent (merged with same-function siblings) and its self time goes to the parent.
     """
-    paths = _Paths(options)
+    paths = _paths_for(options)
     significant = options.library_self_share * tree.total_time
 
     def removable(node: CallTreeNode) -> bool:
@@ -401,8 +503,14 @@ def _parents_first(tree: CallTreeNode) -> list[CallTreeNode]:
     return order
 
 
+@functools.lru_cache(maxsize=16)
+def _paths_for(options: PruneOptions) -> _Paths:
+    # A processor prunes every tree with the same options: keep the file verdicts.
+    return _Paths(options)
+
+
 class _Paths:
-    """Classifies file paths under one set of options, caching per file."""
+    """Classifies file paths under one set of options, caching per file (bounded)."""
 
     def __init__(self, options: PruneOptions) -> None:
         self._options = options
@@ -413,6 +521,8 @@ class _Paths:
         """(is glue, is profiler code) for a file."""
         verdict = self._glue.get(file)
         if verdict is None:
+            if len(self._glue) >= _MAX_CACHED_FRAMES:
+                self._glue.clear()
             profiler = file.startswith(self._options.profiler_paths)
             glue = profiler or any(part in file for part in self._options.glue_fragments)
             verdict = self._glue[file] = (glue, profiler)
@@ -421,6 +531,8 @@ class _Paths:
     def is_library(self, file: str) -> bool:
         verdict = self._library.get(file)
         if verdict is None:
+            if len(self._library) >= _MAX_CACHED_FRAMES:
+                self._library.clear()
             verdict = self._library[file] = self._classify_library(file)
         return verdict
 

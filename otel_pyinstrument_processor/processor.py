@@ -9,6 +9,11 @@ user remembered to wrap. Instead, ``on_start`` overrides ``end`` on the profiled
 ``self.end()``): the override stops the profiler, sets the attributes with the public
 ``set_attributes`` while the span still records, then calls the original ``end``. Every
 processor and exporter sees the tree, whatever order they were added in.
+
+Two ways to sample a request (``profiler_mode``): pyinstrument's per-call hook on the
+request's thread (the default), or the process's sampling thread (stack_sampler.py), which
+reads the request thread's stack every ``sampler_interval``; asyncio requests always use
+pyinstrument's strict async mode.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 from pyinstrument import Profiler
+from pyinstrument.session import Session
 from pyinstrument.stack_sampler import timing_overhead
 
 from otel_pyinstrument_processor import attributes as attrs
@@ -44,6 +50,7 @@ from otel_pyinstrument_processor.request_profile import (
     merge_worker_records,
 )
 from otel_pyinstrument_processor.sampling import SamplingPolicy
+from otel_pyinstrument_processor.stack_sampler import SampledRequest, shared_sampler
 from otel_pyinstrument_processor.wire import DEFAULT_MAX_BYTES, ProfileTooLargeError, encode_profile
 
 _logger = logging.getLogger(__name__)
@@ -71,14 +78,22 @@ class _ActiveProfile:
         "metrics",
         "previous_end",
         "profiler",
+        "sampled",
         "span",
         "thread_id",
         "token",
     )
 
-    def __init__(self, span: Span, profiler: BoundedProfiler, metrics: RequestMetrics) -> None:
+    def __init__(
+        self,
+        span: Span,
+        profiler: BoundedProfiler | None,
+        metrics: RequestMetrics,
+        marker: ProfileMarker,
+    ) -> None:
         self.span = span
-        self.profiler = profiler
+        self.profiler = profiler  # None in sampler mode
+        self.sampled: SampledRequest | None = None  # set in sampler mode
         self.metrics = metrics
         self.thread_id = threading.get_ident()
         self.cpu_start = time.thread_time()
@@ -86,7 +101,7 @@ class _ActiveProfile:
         self.finished = False
         self.discard = False  # set by shutdown: stop the profiler, attach nothing
         self.previous_end: Any = None
-        self.marker = ProfileMarker(metrics, profiler)
+        self.marker = marker
         self.token: Token[ProfileMarker | None] | None = None
 
 
@@ -116,13 +131,18 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         track_memory: bool = False,
         slow_query_threshold: float = 0.1,
         use_timing_thread: bool | None = None,
+        profiler_mode: str = "pyinstrument",
+        sampler_interval: float = 0.01,
     ) -> None:
         """Raise ValueError for a ``sampling_rate`` outside [0, 1], an ``interval`` that is
         not > 0, a ``max_profile_bytes`` that is not a positive int, or a ``min_share``
         outside [0, 1); the other settings are validated as in :class:`ProfilerConfig`
         (see :meth:`from_config` for their meaning). ``use_timing_thread``: None picks
         pyinstrument's timing thread when the system clock is slow to read, as measured by
-        pyinstrument."""
+        pyinstrument. ``profiler_mode``: ``"pyinstrument"`` (pyinstrument's per-call hook,
+        ``interval`` resolution) or ``"sampler"`` (one background thread per process reads
+        the stacks of threads serving a profiled request every ``sampler_interval``
+        seconds; far cheaper, coarser; asyncio requests still use pyinstrument)."""
         if not _is_number(sampling_rate) or not 0 <= sampling_rate <= 1:
             raise ValueError(f"sampling_rate must be a number in [0, 1], got {sampling_rate!r}")
         if not _is_number(interval) or interval <= 0:
@@ -135,6 +155,8 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             raise ValueError(f"min_share must be a number in [0, 1), got {min_share!r}")
         # One validation path for every setting: ProfilerConfig's.
         ProfilerConfig(
+            profiler_mode=profiler_mode,
+            sampler_interval=sampler_interval,
             route_sampling_rates=dict(route_sampling_rates or {}),
             excluded_paths=tuple(excluded_paths),
             include_patterns=tuple(include_patterns),
@@ -163,6 +185,10 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         self._track_children = track_sql or track_cache
         self._slow_query_threshold = float(slow_query_threshold)
         self._use_timing_thread = use_timing_thread
+        self._profiler_mode = profiler_mode
+        self._sampler_interval = float(sampler_interval)
+        self._sampler_used = False
+        self._sys_prefixes: tuple[str, ...] | None = None
         # span_id of a child span -> the metrics of the profiled entry span it belongs to.
         self._children: dict[int, RequestMetrics] = {}
         self._lock = threading.Lock()
@@ -192,6 +218,8 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             track_cache=config.track_cache,
             track_memory=config.track_memory,
             slow_query_threshold=config.slow_query_threshold,
+            profiler_mode=config.profiler_mode,
+            sampler_interval=config.sampler_interval,
         )
 
     @property
@@ -206,6 +234,10 @@ class PyinstrumentSpanProcessor(SpanProcessor):
     @property
     def interval(self) -> float:
         return self._interval
+
+    @property
+    def profiler_mode(self) -> str:
+        return self._profiler_mode
 
     @property
     def max_profile_bytes(self) -> int:
@@ -282,6 +314,9 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             if state.thread_id == here:
                 self._span_ending(state)
         self._reap_orphans()
+        if self._sampler_used:
+            self._sampler_used = False
+            shared_sampler().release(self)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Nothing is buffered here; always True."""
@@ -315,22 +350,35 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         if not span.is_recording():
             return
         in_event_loop = asyncio._get_running_loop() is not None
-        profiler = BoundedProfiler(
-            interval=self._interval,
-            async_mode=_ASYNC_MODE if in_event_loop else _THREAD_MODE,
-            max_duration=self._max_trace_duration or None,
-            use_timing_thread=self._timing_thread(),
-        )
         metrics = RequestMetrics(
             track_memory=self._track_memory, slow_query_threshold=self._slow_query_threshold
         )
-        state = _ActiveProfile(span, profiler, metrics)
-        self._install_end_hook(state)
-        try:
-            state.profiler.start(caller_frame=caller, target_description=span.name)
-        except BaseException:
-            self._restore_end(state)
-            raise
+        # Worker threads of the request are profiled with pyinstrument (threadwork.py).
+        marker = ProfileMarker(metrics, self._interval, self._use_timing_thread)
+        if self._profiler_mode == "sampler" and not in_event_loop:
+            state = _ActiveProfile(span, None, metrics, marker)
+            self._install_end_hook(state)
+            self._sampler_used = True
+            state.sampled = shared_sampler().begin(
+                self, self._sampler_interval, caller, self._max_trace_duration or None
+            )
+        else:
+            profiler = BoundedProfiler(
+                interval=self._interval,
+                # A thread sampler cannot attribute coroutines: asyncio requests always
+                # use pyinstrument's strict async mode.
+                async_mode=_ASYNC_MODE if in_event_loop else _THREAD_MODE,
+                max_duration=self._max_trace_duration or None,
+                use_timing_thread=self._timing_thread(),
+            )
+            marker.use_timing_thread = profiler.use_timing_thread
+            state = _ActiveProfile(span, profiler, metrics, marker)
+            self._install_end_hook(state)
+            try:
+                profiler.start(caller_frame=caller, target_description=span.name)
+            except BaseException:
+                self._restore_end(state)
+                raise
         with self._lock:
             self._active.add(state)
         state.token = current_profile.set(state.marker)
@@ -377,51 +425,58 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             self._error("finish", "pystrument: could not finish a span's profile")
 
     def _stop_and_measure(self, state: _ActiveProfile) -> dict[str, Any] | None:
-        if threading.get_ident() != state.thread_id:
-            with self._lock:
-                self._orphans.setdefault(state.thread_id, []).append(state.profiler)
-            self._stats.increment("profiles_dropped_cross_thread")
-            self._log.warning(
-                "cross_thread",
-                "pystrument: span %r ended on another thread than it started on; its profile "
-                "is dropped",
-                state.span.name,
+        if state.sampled is not None:
+            # The sampler's records can be taken from any thread.
+            records = shared_sampler().end(state.sampled)
+            cpu_time = (
+                time.thread_time() - state.cpu_start
+                if threading.get_ident() == state.thread_id
+                else None
             )
-            return None
-        try:
-            session = state.profiler.stop()
-        except Exception:
-            self._error("stop", "pystrument: could not stop the profiler")
-            return None
-        cpu_time = time.thread_time() - state.cpu_start
-        if state.discard:
-            return None
+            if state.discard:
+                return None
+            start_call_stack = state.sampled.start_call_stack
+            duration = time.perf_counter() - state.sampled.started
+            stopped_early = state.sampled.stopped_early
+            interval = self._sampler_interval
+            sys_prefixes = self._library_prefixes()
+        else:
+            session = self._stop_profiler(state)
+            if session is None:
+                return None
+            cpu_time = time.thread_time() - state.cpu_start
+            if state.discard:
+                return None
+            records = session.frame_records
+            start_call_stack = session.start_call_stack
+            duration = float(session.duration)
+            stopped_early = state.profiler is not None and state.profiler.stopped_early
+            interval = self._interval
+            sys_prefixes = tuple(session.sys_prefixes)
         attributes: dict[str, Any] = {
-            attrs.PROFILE_SAMPLE_COUNT: len(session.frame_records),
-            attrs.PROFILE_INTERVAL: self._interval,
-            attrs.PROFILE_DURATION: float(session.duration),
-            attrs.CPU_TIME: cpu_time,
+            attrs.PROFILE_SAMPLE_COUNT: len(records),
+            attrs.PROFILE_INTERVAL: interval,
+            attrs.PROFILE_DURATION: duration,
         }
+        if cpu_time is not None:
+            attributes[attrs.CPU_TIME] = cpu_time
         attributes.update(state.metrics.span_attributes(track_memory=self._track_memory))
-        if state.profiler.stopped_early:
+        if stopped_early:
             attributes[attrs.PROFILE_STOPPED_EARLY] = True
             self._stats.increment("profiles_stopped_early")
-        if session.duration < self._slow_threshold:
+        if duration < self._slow_threshold:
             # Keep-if-slow: the metrics stay, the tree is never built or encoded.
             attributes[attrs.PROFILE_DROPPED_FAST] = True
             self._stats.increment("profiles_dropped_fast")
             return attributes
         try:
-            records = session.frame_records
             if state.marker.worker_records:
                 records = merge_worker_records(records, state.marker.worker_records)
-            tree = tree_from_frame_records(records, session.start_call_stack, self._min_share)
+            tree = tree_from_frame_records(records, start_call_stack, self._min_share)
             if tree is None:
                 self._stats.increment("profiles_empty")
                 return attributes
-            options = PruneOptions(
-                min_share=self._min_share, library_prefixes=tuple(session.sys_prefixes)
-            )
+            options = PruneOptions(min_share=self._min_share, library_prefixes=sys_prefixes)
             encoded = encode_profile(
                 prune(tree, options), max_bytes=self._attribute_cap(state.span)
             )
@@ -437,6 +492,29 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         attributes[attrs.PROFILE_FORMAT] = encoded.format
         attributes[attrs.PROFILE_TRUNCATED] = encoded.truncated
         return attributes
+
+    def _stop_profiler(self, state: _ActiveProfile) -> Session | None:
+        if threading.get_ident() != state.thread_id:
+            with self._lock:
+                self._orphans.setdefault(state.thread_id, []).append(state.profiler)
+            self._stats.increment("profiles_dropped_cross_thread")
+            self._log.warning(
+                "cross_thread",
+                "pystrument: span %r ended on another thread than it started on; its profile "
+                "is dropped",
+                state.span.name,
+            )
+            return None
+        try:
+            return state.profiler.stop()  # type: ignore[union-attr]
+        except Exception:
+            self._error("stop", "pystrument: could not stop the profiler")
+            return None
+
+    def _library_prefixes(self) -> tuple[str, ...]:
+        if self._sys_prefixes is None:
+            self._sys_prefixes = tuple(Session.current_sys_prefixes())
+        return self._sys_prefixes
 
     def _attribute_cap(self, span: Span) -> int:
         # The SDK silently cuts string attributes at the span limits' value length, which

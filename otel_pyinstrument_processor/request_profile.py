@@ -31,11 +31,14 @@ class ProfileMarker:
         "worker_records",
     )
 
-    def __init__(self, metrics: RequestMetrics, profiler: Profiler) -> None:
+    def __init__(
+        self, metrics: RequestMetrics, interval: float, use_timing_thread: bool | None
+    ) -> None:
         self.active = True
         self.metrics = metrics
-        self.interval = profiler.interval
-        self.use_timing_thread = profiler.use_timing_thread
+        # How worker threads of this request are profiled (threadwork.py, pyinstrument).
+        self.interval = interval
+        self.use_timing_thread = use_timing_thread
         self.thread_id = threading.get_ident()
         # Samples from worker threads the request handed work to (see threadwork.py).
         self.worker_records: list[tuple[list[str], float]] = []

@@ -10,6 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from otel_pyinstrument_processor import decode_profile
 from storage_backend.embedded import free_port
 
@@ -17,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 
 
-def test_preforked_gunicorn_workers_profile_and_export(store, project, receiver):
+@pytest.mark.parametrize("mode", ["pyinstrument", "sampler"])
+def test_preforked_gunicorn_workers_profile_and_export(store, project, receiver, mode):
+    # sampler: each worker starts its own sampling thread on its first profiled request.
     port = free_port()
     env = {
         **os.environ,
@@ -27,6 +31,8 @@ def test_preforked_gunicorn_workers_profile_and_export(store, project, receiver)
         "OTEL_BSP_SCHEDULE_DELAY": "200",
         "PYSTRUMENT_PROJECT_KEY": project.key,
         "PYSTRUMENT_MAX_PROFILES_PER_SECOND": "0",
+        "PYSTRUMENT_PROFILER_MODE": mode,
+        "PYSTRUMENT_SAMPLER_INTERVAL": "0.005",
         "DEMO_UPSTREAM_DELAY": "0.05",
         "PYTHONPATH": str(ROOT),
     }
@@ -65,5 +71,8 @@ def test_preforked_gunicorn_workers_profile_and_export(store, project, receiver)
     assert len(records) == 6, output
     assert all(r["profile"] is not None for r in records), output
     assert {r["service"]["name"] for r in records} == {"shop-gunicorn"}
+    expected_interval = 0.001 if mode == "pyinstrument" else 0.005
+    assert {r["profile"]["interval"] for r in records} == {expected_interval}
     tree = decode_profile(records[0]["profile"]["tree"], records[0]["profile"]["format"])
-    assert tree.total_time > 0.05
+    # The upstream call sleeps 50 ms; a sampler's tree ends at its last sample.
+    assert tree.total_time > (0.05 if mode == "pyinstrument" else 0.04)

@@ -235,3 +235,37 @@ def test_default_pipeline_preserves_total_time(min_share: float) -> None:
     assert math.isclose(pruned.total_time, total)
     assert pruned.sample_count == 4
     assert_consistent(pruned)
+
+
+def test_build_matches_a_plain_per_path_sum_on_random_stacks() -> None:
+    # The builder walks only the part of each stack that changed since the previous
+    # sample; every node must still get exactly the time and samples of its paths.
+    import random
+
+    rng = random.Random(7)
+    frames = [frame(name, line=line) for name in "abcd" for line in (1, 2)]
+    records = []
+    for _ in range(300):
+        depth = rng.randint(0, 6)
+        records.append(([THREAD, MAIN, *rng.choices(frames, k=depth)], rng.choice((1, 2, 5))))
+    expected_total: dict[tuple[tuple[str, int], ...], float] = {}
+    expected_samples: dict[tuple[tuple[str, int], ...], int] = {}
+    for stack, elapsed in records:
+        path: tuple[tuple[str, int], ...] = ()
+        for info in stack[1:]:
+            name, _file, line = info.split("\x00")
+            path += ((name, int(line)),)
+            expected_total[path] = expected_total.get(path, 0) + elapsed
+            expected_samples[path] = expected_samples.get(path, 0) + 1
+    tree = tree_from_frame_records(records, start_call_stack=[THREAD, MAIN])
+    assert tree is not None
+    seen = 0
+    stack: list[tuple[CallTreeNode, tuple[tuple[str, int], ...]]] = [(tree, (("main", 1),))]
+    while stack:
+        current, path = stack.pop()
+        seen += 1
+        assert current.total_time == expected_total[path], path
+        assert current.sample_count == expected_samples[path], path
+        stack.extend((c, (*path, (c.function, c.line))) for c in current.children)
+    assert seen == len(expected_total)
+    assert_consistent(tree)

@@ -130,11 +130,14 @@ def profiled_request(tracer: Tracer, name: str, work, barrier: threading.Barrier
         work()
 
 
-def test_concurrent_requests_on_two_threads_get_only_their_own_frames(harness: Harness) -> None:
+def assert_two_concurrent_requests_see_only_their_own_frames(
+    harness: Harness, work_alpha, work_beta
+) -> None:
+    """Serve "alpha" and "beta" on two threads at once; each tree has only its own work."""
     barrier = threading.Barrier(2)
     threads = [
         threading.Thread(target=profiled_request, args=(harness.tracer, name, work, barrier))
-        for name, work in (("alpha", busy_alpha), ("beta", busy_beta))
+        for name, work in (("alpha", work_alpha), ("beta", work_beta))
     ]
     for thread in threads:
         thread.start()
@@ -142,9 +145,14 @@ def test_concurrent_requests_on_two_threads_get_only_their_own_frames(harness: H
         thread.join()
     spans = harness.spans()
     alpha, beta = functions(tree_of(spans["alpha"])), functions(tree_of(spans["beta"]))
-    assert "busy_alpha" in alpha and "busy_beta" not in alpha
-    assert "busy_beta" in beta and "busy_alpha" not in beta
+    name_alpha, name_beta = work_alpha.__name__, work_beta.__name__
+    assert name_alpha in alpha and name_beta not in alpha
+    assert name_beta in beta and name_alpha not in beta
     assert harness.processor.stats.profiles_attached == 2
+
+
+def test_concurrent_requests_on_two_threads_get_only_their_own_frames(harness: Harness) -> None:
+    assert_two_concurrent_requests_see_only_their_own_frames(harness, busy_alpha, busy_beta)
 
 
 @pytest.mark.parametrize("exporter_first", [True, False])

@@ -1,0 +1,217 @@
+"""The sampling-thread profiler mode (``profiler_mode="sampler"``) with the real SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.trace import SpanKind
+
+from otel_pyinstrument_processor import ConfigError, ProfilerConfig, PyinstrumentSpanProcessor
+from otel_pyinstrument_processor import attributes as attrs
+from otel_pyinstrument_processor.stack_sampler import frame_identifier, shared_sampler
+from tests.unit.test_processor import (
+    Harness,
+    assert_two_concurrent_requests_see_only_their_own_frames,
+    busy_alpha,
+    busy_reporting_function,
+    find,
+    functions,
+    tree_of,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def sampler_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "pystrument-sampler"]
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    h = Harness(PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=0.005))
+    yield h
+    h.provider.shutdown()
+
+
+def test_sampler_tree_shows_the_slow_function_and_the_sleep(harness: Harness) -> None:
+    with harness.tracer.start_as_current_span("GET /report", kind=SpanKind.SERVER):
+        busy_reporting_function()
+        time.sleep(0.1)
+    span = harness.spans()["GET /report"]
+    assert span.attributes[attrs.PROFILE_INTERVAL] == 0.005
+    assert span.attributes[attrs.PROFILE_SAMPLE_COUNT] >= 5
+    duration = span.attributes[attrs.PROFILE_DURATION]
+    tree = tree_of(span)
+    busy = find(tree, "busy_reporting_function")
+    assert busy.file == __import__("tests.unit.test_processor").unit.test_processor.__file__
+    # Wall-clock samples: the spin and the sleep each get a plausible share. A thread
+    # sampler sees Python frames only: the sleep (a C function) is the caller's self time.
+    assert busy.total_time >= 0.055
+    assert busy.total_time <= tree.total_time - 0.08
+    assert tree.function == "test_sampler_tree_shows_the_slow_function_and_the_sleep"
+    assert tree.self_time >= 0.08
+    assert tree.total_time == pytest.approx(duration, abs=0.03)
+    assert not any("opentelemetry" in n.file for n in _nodes(tree))
+    assert harness.processor.stats.profiles_attached == 1
+
+
+def _nodes(tree):
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node.children)
+
+
+def spin_cpu(seconds: float) -> None:
+    # CPU time of this thread, so a loaded machine cannot starve the spin of samples.
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def cpu_alpha() -> None:
+    spin_cpu(0.1)
+
+
+def cpu_beta() -> None:
+    spin_cpu(0.1)
+
+
+def test_concurrent_requests_on_two_threads_get_only_their_own_frames(harness: Harness) -> None:
+    assert_two_concurrent_requests_see_only_their_own_frames(harness, cpu_alpha, cpu_beta)
+
+
+def test_thread_starts_on_the_first_profiled_span_and_stops_on_shutdown() -> None:
+    assert sampler_threads() == []  # every earlier test shut its processor down
+    h = Harness(PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=0.005))
+    with h.tracer.start_as_current_span("not profiled", kind=SpanKind.INTERNAL):
+        pass
+    assert sampler_threads() == []
+    with h.tracer.start_as_current_span("req", kind=SpanKind.SERVER):
+        assert len(sampler_threads()) == 1
+        busy_alpha()
+    assert len(sampler_threads()) == 1  # idle between requests, not restarted per request
+    h.provider.shutdown()
+    assert sampler_threads() == []
+    assert shared_sampler().running is False
+
+
+def test_span_ended_on_another_thread_keeps_its_samples(harness: Harness) -> None:
+    span = harness.tracer.start_span("req", kind=SpanKind.SERVER)
+    busy_alpha()
+    ender = threading.Thread(target=span.end)
+    ender.start()
+    ender.join()
+    assert "busy_alpha" in functions(tree_of(harness.spans()["req"]))
+
+
+def test_max_trace_duration_stops_sampling() -> None:
+    h = Harness(
+        PyinstrumentSpanProcessor(
+            profiler_mode="sampler", sampler_interval=0.002, max_trace_duration=0.02
+        )
+    )
+    try:
+        with h.tracer.start_as_current_span("runaway", kind=SpanKind.SERVER):
+            busy_alpha()
+        attributes = h.spans()["runaway"].attributes
+        assert attributes[attrs.PROFILE_STOPPED_EARLY] is True
+        # Only samples within the first 20 ms were kept (none if the sampler was late).
+        assert attributes[attrs.PROFILE_SAMPLE_COUNT] <= 10
+        assert attributes[attrs.PROFILE_DURATION] >= 0.05
+    finally:
+        h.provider.shutdown()
+
+
+def test_asyncio_requests_still_use_pyinstrument(harness: Harness) -> None:
+    async def handler() -> None:
+        with harness.tracer.start_as_current_span("async", kind=SpanKind.SERVER):
+            busy_alpha()
+            await asyncio.sleep(0.01)
+
+    asyncio.run(handler())
+    span = harness.spans()["async"]
+    assert span.attributes[attrs.PROFILE_INTERVAL] == 0.001  # pyinstrument's, not 0.005
+    assert "busy_alpha" in functions(tree_of(span))
+
+
+def test_identifiers_match_pyinstrument_for_methods() -> None:
+    class Report:
+        def render(self) -> str:
+            return frame_identifier(sys._getframe().f_code)
+
+    identifier = Report().render()
+    name, file, line = identifier.split("\x01")[0].split("\x00")
+    assert (name, file) == ("render", __file__)
+    assert int(line) > 0
+    assert identifier.endswith("\x01c" + Report.__qualname__)
+
+
+def test_mode_is_selected_by_env_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYSTRUMENT_PROFILER_MODE", "sampler")
+    monkeypatch.setenv("PYSTRUMENT_SAMPLER_INTERVAL", "0.02")
+    config = ProfilerConfig.load()
+    assert (config.profiler_mode, config.sampler_interval) == ("sampler", 0.02)
+    assert PyinstrumentSpanProcessor.from_config(config).profiler_mode == "sampler"
+    monkeypatch.setenv("PYSTRUMENT_PROFILER_MODE", "perf")
+    with pytest.raises(ConfigError, match="PYSTRUMENT_PROFILER_MODE"):
+        ProfilerConfig.load()
+    with pytest.raises(ValueError, match="profiler_mode"):
+        PyinstrumentSpanProcessor(profiler_mode="perf")
+    with pytest.raises(ValueError, match="sampler_interval"):
+        PyinstrumentSpanProcessor(sampler_interval=0)
+
+
+FORK_SCRIPT = """
+import os, sys, time
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from otel_pyinstrument_processor import PyinstrumentSpanProcessor, decode_profile, iter_nodes
+
+def busy_in_child():
+    end = time.perf_counter() + 0.06
+    while time.perf_counter() < end:
+        pass
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(
+    PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=0.005)
+)
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+tracer = provider.get_tracer("fork")
+with tracer.start_as_current_span("parent", kind=SpanKind.SERVER):
+    time.sleep(0.02)
+pid = os.fork()
+if pid == 0:
+    with tracer.start_as_current_span("child", kind=SpanKind.SERVER):
+        busy_in_child()
+    span = [s for s in exporter.get_finished_spans() if s.name == "child"][0]
+    tree = decode_profile(span.attributes["pystrument.profile.tree"])
+    names = {node.function for node, _ in iter_nodes(tree)}
+    os._exit(0 if "busy_in_child" in names else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(sys.modules["os"], "fork"), reason="needs os.fork")
+def test_forked_child_samples_with_its_own_thread() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT],
+        cwd=REPO_ROOT,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
