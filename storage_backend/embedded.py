@@ -26,6 +26,11 @@ from storage_backend.errors import StoreUnavailableError
 logger = logging.getLogger(__name__)
 
 LAUNCHER = "secantusd-py"
+START_ATTEMPTS = 3
+
+
+class _ExitedDuringStart(StoreUnavailableError):
+    """The server process ended before it answered a ping."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -97,6 +102,25 @@ class EmbeddedServer:
             "--log-level", "WARNING",
         ]  # fmt: skip
         logger.info("starting embedded store on %s:%s (data in %s)", self.host, self.port, storage)
+        # The server has been seen to crash now and then while opening a data directory it
+        # just closed; a process that dies during start-up gets another chance or two.
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self._spawn(cmd)
+            try:
+                self._wait_ready(timeout)
+                return
+            except _ExitedDuringStart as exc:
+                if attempt == START_ATTEMPTS:
+                    raise
+                logger.warning(
+                    "embedded store exited during start-up (attempt %d of %d), retrying: %s",
+                    attempt,
+                    START_ATTEMPTS,
+                    exc,
+                )
+                time.sleep(0.5)
+
+    def _spawn(self, cmd: list[str]) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         try:
             self._proc = subprocess.Popen(
@@ -108,7 +132,6 @@ class EmbeddedServer:
             )
         finally:
             log.close()
-        self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         client: MongoClient = MongoClient(self.url, serverSelectionTimeoutMS=250)
@@ -116,7 +139,7 @@ class EmbeddedServer:
         try:
             while True:
                 if self._proc is not None and self._proc.poll() is not None:
-                    raise StoreUnavailableError(
+                    raise _ExitedDuringStart(
                         f"embedded store exited with code {self._proc.returncode}; "
                         f"last log lines:\n{self._log_tail()}"
                     )
