@@ -1,0 +1,75 @@
+"""Tables the pages share: requests rows (click one to open it) and analyses rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import streamlit as st
+from storage_backend.queries import RequestSummary
+
+from ui import data
+from ui.settings import StoreLocation
+
+REQUEST_PAGE = "pages/request.py"
+
+
+def requests_frame(items: Sequence[RequestSummary]) -> list[dict[str, Any]]:
+    """Rows for st.dataframe: when, what, how long, how it ended."""
+    return [
+        {
+            "id": r.id,
+            "time": r.timestamp,
+            "endpoint": r.endpoint,
+            "status": r.status_code,
+            "duration (ms)": round(r.duration * 1000, 1),
+            "cpu (ms)": round(r.cpu_time * 1000, 1) if r.cpu_time is not None else None,
+            "version": r.version or "",
+            "profiled": "🔥" if r.has_profile else "",
+        }
+        for r in items
+    ]
+
+
+def open_request_on_select(selection: Any, items: Sequence[RequestSummary]) -> None:
+    """When a row of a requests table is selected, open that request's page."""
+    rows = getattr(getattr(selection, "selection", None), "rows", None) or []
+    if rows and rows[0] < len(items):
+        item = items[rows[0]]
+        st.switch_page(REQUEST_PAGE, query_params={"record": item.id, "project": item.project_id})
+
+
+def analyses_table(location: StoreLocation, project_id: str, *, limit: int, key: str) -> None:
+    """The project's latest analyses (score, what they found), or how to get one."""
+    history = data.analysis_history(location, project_id, limit)
+    if not history:
+        st.caption(
+            "No analyses yet. Open a slow request and press **Analyze**, or turn on "
+            "auto-analysis for the project on the Projects page."
+        )
+        return
+    st.dataframe(
+        [analysis_row(a) for a in history],
+        hide_index=True,
+        use_container_width=True,
+        column_config={
+            "score": st.column_config.ProgressColumn(min_value=0, max_value=100, format="%d"),
+        },
+        key=key,
+    )
+
+
+def analysis_row(doc: dict[str, Any]) -> dict[str, Any]:
+    """One stored analysis (the brief's `ai_analysis_results`) as a table row."""
+    results = doc.get("analysis_results") or {}
+    bottlenecks = results.get("bottleneck_analysis") or []
+    top = max(bottlenecks, key=lambda b: b.get("impact", 0), default=None)
+    return {
+        "when": doc.get("created_at"),
+        "endpoint": doc.get("endpoint") or "",
+        "status": doc.get("status", ""),
+        "score": results.get("performance_score"),
+        "top bottleneck": f"{top['function']} ({top.get('impact', 0):.0%})" if top else "",
+        "suggestions": len(results.get("optimization_suggestions") or []),
+        "analyzer": (doc.get("ai_service") or {}).get("name", ""),
+    }

@@ -1,0 +1,79 @@
+"""Overview: is the service healthy, and where does the time go?"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import context, data
+from ui.components.charts import format_ms, trends_figure
+from ui.components.feedback import empty_state
+from ui.components.tables import analyses_table, open_request_on_select, requests_frame
+
+ctx = context.current()
+project = ctx.project
+st.title(f"{project.name} · overview" if project else "pystrument")
+if project is None:
+    empty_state(None)
+    st.stop()
+
+trends = data.trends(ctx.location, project.id, ctx.time_range)
+overall = trends.overall
+if overall.count == 0:
+    empty_state(project)
+    st.stop()
+
+cols = st.columns(5)
+cols[0].metric("Requests", f"{overall.count:,}")
+cols[1].metric("Error rate", f"{overall.error_rate:.1%}")
+cols[2].metric("p50", format_ms(overall.p50))
+cols[3].metric("p95", format_ms(overall.p95))
+cols[4].metric("p99", format_ms(overall.p99))
+
+st.plotly_chart(trends_figure(trends), use_container_width=True, key="overview_trends")
+
+left, right = st.columns([1, 1])
+with left:
+    st.subheader("Slowest endpoints")
+    summary = data.endpoint_summary(ctx.location, project.id, ctx.time_range)
+    slowest = sorted(summary.endpoints, key=lambda e: e.stats.p95 or 0, reverse=True)[:8]
+    st.dataframe(
+        [
+            {
+                "endpoint": e.endpoint,
+                "p95 (ms)": round((e.stats.p95 or 0) * 1000, 1),
+                "requests": e.stats.count,
+                "errors": e.stats.error_rate,
+                "share of time": e.share_of_total_time,
+            }
+            for e in slowest
+        ],
+        hide_index=True,
+        use_container_width=True,
+        column_config={
+            "errors": st.column_config.NumberColumn(format="percent"),
+            "share of time": st.column_config.ProgressColumn(
+                min_value=0, max_value=1, format="percent"
+            ),
+        },
+        key="overview_slowest_endpoints",
+    )
+    st.page_link("pages/endpoints.py", label="All endpoints →")
+with right:
+    st.subheader("Recent slow requests")
+    page = data.list_requests(
+        ctx.location, project.id, data.RequestQuery(since=trends.since, sort="-duration", size=8)
+    )
+    selection = st.dataframe(
+        requests_frame(page.items),
+        hide_index=True,
+        use_container_width=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config={"id": None},
+        key="overview_slow_requests",
+    )
+    open_request_on_select(selection, page.items)
+    st.page_link("pages/requests.py", label="All requests →")
+
+st.subheader("Latest analyses")
+analyses_table(ctx.location, project.id, limit=5, key="overview_analyses")

@@ -1,0 +1,178 @@
+"""One request: its trace as a waterfall, its metrics, and its call tree (flame graph, text
+tree, downloads), with an Analyze button."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import context, data
+from ui.components.analysis_report import job_status, render_analysis
+from ui.components.charts import format_ms
+from ui.components.flamegraph import hottest_frames, icicle_figure
+from ui.components.profile_export import profile_html, speedscope_json
+from ui.components.tables import open_request_on_select, requests_frame
+from ui.components.text_tree import TREE_CSS, collapsible_html, console_text
+from ui.components.waterfall import waterfall_figure
+
+METRIC_LABELS = {
+    "total_duration": "Duration",
+    "cpu_time": "CPU",
+    "db_time": "Database",
+    "cache_time": "Cache",
+    "external_time": "External calls",
+}
+
+ctx = context.current()
+record_id = st.query_params.get("record")
+if not record_id:
+    st.title("Request detail")
+    if ctx.project is None:
+        st.info("Pick a request on the Requests page.")
+        st.stop()
+    st.caption("Pick a request: the slowest ones of the time range are below.")
+    slow = data.list_requests(
+        ctx.location, ctx.project.id, data.RequestQuery(sort="-duration", size=15)
+    )
+    chosen = st.dataframe(
+        requests_frame(slow.items),
+        hide_index=True,
+        use_container_width=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config={"id": None},
+        key="detail_pick",
+    )
+    open_request_on_select(chosen, slow.items)
+    st.stop()
+
+detail = data.request_detail(ctx.location, record_id)
+if detail is None:
+    st.error(f"No request {record_id!r}: it may have expired (retention) or the link is wrong.")
+    st.stop()
+s = detail.summary
+status_badge = "🟥" if s.is_error else "🟩"
+st.title(s.endpoint)
+st.caption(
+    f"{status_badge} {s.status_code or '—'} · {s.method or ''} `{s.path or ''}` · "
+    f"{s.timestamp:%Y-%m-%d %H:%M:%S} UTC · version `{s.version or '—'}` · "
+    f"service `{s.service_name or '—'}` · trace `{s.trace_id}`"
+)
+
+metrics = detail.record.get("performance_metrics") or {}
+shown = [
+    (METRIC_LABELS.get(k, k.replace("_", " ")), v)
+    for k, v in metrics.items()
+    if isinstance(v, (int, float)) and k != "memory_usage"
+]
+cols = st.columns(max(len(shown) + 1, 4))
+for col, (label, value) in zip(cols, shown, strict=False):
+    col.metric(label, format_ms(float(value)))
+memory = metrics.get("memory_usage") or metrics.get("memory_delta")
+cols[len(shown)].metric(
+    "Memory",
+    f"{memory / 1e6:,.1f} MB" if memory else "—",
+    help="Not measured unless the processor records memory",
+)
+
+tree = detail.call_tree
+tab_flame, tab_text, tab_trace, tab_analysis, tab_raw = st.tabs(
+    ["🔥 Call tree", "🌲 Text tree", "🧵 Trace", "🩺 Analysis", "📄 Record"]
+)
+with tab_flame:
+    if tree is None:
+        reason = detail.profile_error or (
+            "this request was not profiled (the processor samples requests by "
+            "PYSTRUMENT_SAMPLING_RATE, and profiles SERVER spans only)"
+        )
+        st.info(f"No call tree: {reason}.")
+    else:
+        st.caption(
+            "Width is time. Click a frame to zoom into it; hover for file:line, total "
+            "and self time. Red frames spend the time themselves."
+        )
+        st.plotly_chart(icicle_figure(tree), use_container_width=True, key="request_flame")
+        left, right = st.columns([3, 1])
+        with left:
+            st.markdown("##### Hottest functions (self time)")
+            st.dataframe(
+                hottest_frames(tree, limit=10),
+                hide_index=True,
+                use_container_width=True,
+                column_config={
+                    "self_share": st.column_config.ProgressColumn(
+                        "share", min_value=0, max_value=1, format="percent"
+                    )
+                },
+                key="request_hot",
+            )
+        with right:
+            st.markdown("##### Download")
+            title = f"{s.endpoint} · {s.timestamp:%Y-%m-%d %H:%M:%S}"
+            st.download_button(
+                "Profile as HTML",
+                profile_html(tree, title=title, subtitle=f"trace {s.trace_id}"),
+                file_name=f"profile-{s.id}.html",
+                mime="text/html",
+                use_container_width=True,
+            )
+            st.download_button(
+                "speedscope JSON",
+                speedscope_json(tree, name=title),
+                file_name=f"profile-{s.id}.speedscope.json",
+                mime="application/json",
+                use_container_width=True,
+                help="Open at https://www.speedscope.app",
+            )
+with tab_text:
+    if tree is None:
+        st.info("No call tree for this request.")
+    else:
+        st.html(f"<style>{TREE_CSS}</style>{collapsible_html(tree)}")
+        with st.expander("As plain text (pyinstrument console style)"):
+            st.code(console_text(tree, min_share=0.005), language=None)
+with tab_trace:
+    if not detail.spans:
+        st.info("The trace's spans are not stored (they may have expired).")
+    else:
+        spans = [
+            {
+                "span_id": v.span_id,
+                "parent_span_id": v.parent_span_id,
+                "name": v.name,
+                "kind": v.kind,
+                "start_ns": int(v.start_time.timestamp() * 1e9),
+                "end_ns": int(v.start_time.timestamp() * 1e9 + v.duration * 1e9),
+                "status_code": v.status_code,
+            }
+            for v in detail.spans
+        ]
+        st.plotly_chart(
+            waterfall_figure(spans, highlight=s.span_id),
+            use_container_width=True,
+            key="request_waterfall",
+        )
+        st.caption(
+            f"{len(spans)} spans · blue server, teal client (database, HTTP), purple "
+            "internal, red errors. The outlined bar is this request."
+        )
+with tab_analysis:
+    jobs = st.session_state.setdefault("pystrument_jobs", {})
+    if st.button("Analyze this request", type="primary", key="analyze_one"):
+        jobs[record_id] = data.enqueue_analysis(ctx.location, s.project_id, record_id)
+    if record_id in jobs:
+        job_status(ctx.location, jobs[record_id])
+    past = [
+        a
+        for a in data.analysis_history(ctx.location, s.project_id, 50)
+        if a.get("record_id") == record_id
+    ]
+    for doc in past[:3]:
+        with st.container(border=True):
+            render_analysis(doc)
+    if not past and record_id not in jobs:
+        st.caption(
+            "Not analysed yet. The builtin analyzer finds hot functions, N+1 queries "
+            "and blocking I/O in the call tree and spans."
+        )
+with tab_raw:
+    st.json({k: v for k, v in detail.record.items() if k != "profile"}, expanded=1)
