@@ -14,6 +14,8 @@ logger = logging.getLogger(__name__)
 PROJECTS = "projects"
 PERFORMANCE_RECORDS = "performance_records"
 SPANS = "spans"
+ROLLUPS = "performance_rollups"
+AI_ANALYSIS_RESULTS = "ai_analysis_results"
 
 INDEXES: dict[str, list[IndexModel]] = {
     PROJECTS: [
@@ -35,11 +37,32 @@ INDEXES: dict[str, list[IndexModel]] = {
             name="project_version_time",
         ),
         IndexModel([("project_id", ASCENDING), ("trace_id", ASCENDING)], name="project_trace"),
+        # The requests list sorted by duration ("slowest first").
+        IndexModel(
+            [("project_id", ASCENDING), ("performance_metrics.total_duration", DESCENDING)],
+            name="project_duration",
+        ),
         # Per-document expiry: retention can differ per project and per collection.
         IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0, name="ttl"),
     ],
     SPANS: [
         IndexModel([("project_id", ASCENDING), ("trace_id", ASCENDING)], name="project_trace"),
+        IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0, name="ttl"),
+    ],
+    # Trends, endpoint summaries and version comparisons read a bucket range of one level.
+    ROLLUPS: [
+        IndexModel(
+            [
+                ("project_id", ASCENDING),
+                ("level", ASCENDING),
+                ("endpoint", ASCENDING),
+                ("bucket", ASCENDING),
+            ],
+            name="project_level_endpoint_bucket",
+        ),
+        IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0, name="ttl"),
+    ],
+    AI_ANALYSIS_RESULTS: [
         IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0, name="ttl"),
     ],
 }

@@ -20,6 +20,7 @@ from storage_backend.errors import StoreError, StoreUnavailableError, translate_
 from storage_backend.models import IngestResult, Project, ResourceSpans
 from storage_backend.projects import ProjectRepository
 from storage_backend.records import build_performance_records, build_span_documents
+from storage_backend.rollups import record_rollups
 from storage_backend.schema import PERFORMANCE_RECORDS, SPANS, ensure_indexes
 
 logger = logging.getLogger(__name__)
@@ -157,16 +158,19 @@ class Store:
         span_docs = build_span_documents(project.id, batch, retention=retention, received_at=now)
         records = build_performance_records(project.id, batch, retention=retention, received_at=now)
         self._insert_idempotent(SPANS, span_docs)
-        self._insert_idempotent(PERFORMANCE_RECORDS, records)
+        record_rollups(self.db, self._insert_idempotent(PERFORMANCE_RECORDS, records))
         return IngestResult(
             spans=sum(d["span_count"] for d in span_docs),
             span_documents=len(span_docs),
             performance_records=len(records),
         )
 
-    def _insert_idempotent(self, collection: str, docs: list[dict[str, Any]]) -> None:
+    def _insert_idempotent(
+        self, collection: str, docs: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Insert `docs`, skipping those already stored; return the ones this call wrote."""
         if not docs:
-            return
+            return []
         with translate_errors():
             try:
                 self.db[collection].insert_many(docs, ordered=False)
@@ -176,6 +180,9 @@ class Store:
                 if others or exc.details.get("writeConcernErrors"):
                     raise StoreError(f"bulk write to {collection} failed: {others[:3]}") from exc
                 logger.debug("%d already-stored documents skipped in %s", len(errors), collection)
+                skipped = {e.get("index") for e in errors}
+                return [d for i, d in enumerate(docs) if i not in skipped]
+        return docs
 
     def close(self) -> None:
         """Close the client and stop the embedded server if this store started it."""

@@ -1,0 +1,135 @@
+"""Trends and endpoint summaries, read from the rollups: cost O(buckets), not O(records)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+from pymongo.database import Database
+
+from storage_backend.query_models import (
+    TIME_RANGES,
+    EndpointStats,
+    EndpointSummary,
+    TimeRange,
+    TrendPoint,
+    Trends,
+)
+from storage_backend.rollups import (
+    LEVELS,
+    RollupRow,
+    bucket_start,
+    level_for,
+    read_rollups,
+    stats_of,
+)
+
+# time_range -> (rollup level read, width of a point on the chart)
+TREND_BUCKETS: dict[str, tuple[str, timedelta]] = {
+    "1h": ("1m", timedelta(minutes=1)),
+    "24h": ("1h", timedelta(hours=1)),
+    "7d": ("1h", timedelta(hours=6)),
+    "30d": ("1d", timedelta(days=1)),
+}
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def resolve_window(
+    time_range: TimeRange | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    *,
+    default: TimeRange = "24h",
+) -> tuple[datetime, datetime]:
+    """`[since, until)` from explicit bounds or a named range ending now."""
+    until = until or _now()
+    if since is None:
+        since = until - TIME_RANGES[time_range or default]
+    if since >= until:
+        raise ValueError("since must be before until")
+    return since, until
+
+
+def trends(
+    db: Database,
+    project_id: str,
+    time_range: TimeRange = "24h",
+    *,
+    endpoint: str | None = None,
+    until: datetime | None = None,
+) -> Trends:
+    """Count, error rate and p50/p95/p99 per bucket over the last `time_range` (1h: 1-minute
+    points, 24h: hourly, 7d: 6-hourly, 30d: daily), for the project or one endpoint.
+    Every bucket of the range is present, empty ones with count 0."""
+    if time_range not in TREND_BUCKETS:
+        raise ValueError(f"time_range must be one of {sorted(TREND_BUCKETS)}")
+    level, step = TREND_BUCKETS[time_range]
+    until = until or _now()
+    # The last point is the bucket now falls in, so the chart ends with the live bucket.
+    end = bucket_start(until, step) + step
+    start = end - TIME_RANGES[time_range]
+    rows = read_rollups(
+        db, project_id, level, bucket_start(start, LEVELS[level]), end, endpoint=endpoint
+    )
+    by_point: dict[datetime, list[RollupRow]] = defaultdict(list)
+    for row in rows:
+        by_point[bucket_start(row.bucket, step)].append(row)
+    points = []
+    at = start
+    while at < end:
+        points.append(TrendPoint(bucket_start=at, stats=stats_of(by_point.get(at, []))))
+        at += step
+    return Trends(
+        project_id=project_id,
+        time_range=time_range,
+        bucket_seconds=int(step.total_seconds()),
+        since=start,
+        until=end,
+        endpoint=endpoint,
+        points=points,
+        overall=stats_of(rows),
+    )
+
+
+def endpoint_summary(
+    db: Database,
+    project_id: str,
+    time_range: TimeRange | None = "24h",
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    version: str | None = None,
+) -> EndpointSummary:
+    """Per endpoint over the window: count, error rate, p50/p95/p99 and its share of the
+    project's total request time; largest total time first. Bounds are rounded out to the
+    rollup level's buckets (minutes up to 6 h, hours up to 10 days, days beyond)."""
+    since, until = resolve_window(time_range, since, until)
+    level = level_for(until - since)
+    width = LEVELS[level]
+    rows = read_rollups(
+        db,
+        project_id,
+        level,
+        bucket_start(since, width),
+        bucket_start(until, width) + width,
+        per_endpoint=True,
+        versions=None if version is None else [version],
+    )
+    by_endpoint: dict[str, list[RollupRow]] = defaultdict(list)
+    for row in rows:
+        by_endpoint[row.endpoint or ""].append(row)
+    stats = {name: stats_of(group) for name, group in by_endpoint.items()}
+    grand_total = sum(s.total_time for s in stats.values())
+    endpoints = [
+        EndpointStats(
+            endpoint=name,
+            stats=s,
+            share_of_total_time=s.total_time / grand_total if grand_total else 0.0,
+        )
+        for name, s in stats.items()
+    ]
+    endpoints.sort(key=lambda e: e.stats.total_time, reverse=True)
+    return EndpointSummary(project_id=project_id, since=since, until=until, endpoints=endpoints)

@@ -1,0 +1,231 @@
+"""The requests list (filtered, sorted, paged) and one request's detail.
+
+Every filter combination is served by an index that starts with `project_id` (schema.py);
+the total is counted only up to `TOTAL_CAP`, so a page costs the same at 10k and 1M records.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.database import Database
+
+from otel_pyinstrument_processor import CallTreeNode, ProfileDecodeError, decode_profile, flatten
+from storage_backend.errors import translate_errors
+from storage_backend.query_models import (
+    CallNode,
+    RequestDetail,
+    RequestFilter,
+    RequestPage,
+    RequestSort,
+    RequestSummary,
+    SpanView,
+)
+from storage_backend.schema import PERFORMANCE_RECORDS, SPANS
+
+TOTAL_CAP = 10_000
+MAX_PAGE_SIZE = 200
+_STATUS_CLASSES = {"2xx": 200, "3xx": 300, "4xx": 400, "5xx": 500}
+_SORTS: dict[str, tuple[str, int]] = {
+    "-timestamp": ("timestamp", DESCENDING),
+    "timestamp": ("timestamp", ASCENDING),
+    "-duration": ("performance_metrics.total_duration", DESCENDING),
+    "duration": ("performance_metrics.total_duration", ASCENDING),
+}
+# The list never needs the call tree, the largest field by far.
+_SUMMARY_FIELDS = {
+    "project_id": 1,
+    "trace_id": 1,
+    "span_id": 1,
+    "endpoint": 1,
+    "request_info.method": 1,
+    "request_info.path": 1,
+    "response_info.status_code": 1,
+    "is_error": 1,
+    "performance_metrics": 1,
+    "version_info.app_version": 1,
+    "service.name": 1,
+    "timestamp": 1,
+    "profile.format": 1,
+}
+
+
+def records_query(project_id: str, flt: RequestFilter | None = None) -> dict[str, Any]:
+    """The MongoDB filter of a requests-list query (exposed for tests and the benchmark)."""
+    flt = flt or RequestFilter()
+    query: dict[str, Any] = {"project_id": project_id}
+    if flt.endpoint:
+        query["endpoint"] = flt.endpoint
+    if flt.method:
+        query["request_info.method"] = flt.method.upper()
+    if flt.status_class:
+        low = _STATUS_CLASSES[flt.status_class]
+        query["response_info.status_code"] = {"$gte": low, "$lt": low + 100}
+    if flt.min_duration is not None or flt.max_duration is not None:
+        rng: dict[str, float] = {}
+        if flt.min_duration is not None:
+            rng["$gte"] = flt.min_duration
+        if flt.max_duration is not None:
+            rng["$lte"] = flt.max_duration
+        query["performance_metrics.total_duration"] = rng
+    if flt.version is not None:
+        query["version_info.app_version"] = flt.version or None
+    if flt.since or flt.until:
+        window: dict[str, datetime] = {}
+        if flt.since:
+            window["$gte"] = flt.since
+        if flt.until:
+            window["$lt"] = flt.until
+        query["timestamp"] = window
+    if flt.errors_only:
+        query["is_error"] = True
+    return query
+
+
+def summary_of(doc: dict[str, Any]) -> RequestSummary:
+    """The list row of a stored performance record."""
+    request = doc.get("request_info") or {}
+    metrics = doc.get("performance_metrics") or {}
+    profile = doc.get("profile")
+    return RequestSummary(
+        id=str(doc["_id"]),
+        project_id=doc["project_id"],
+        trace_id=doc.get("trace_id", ""),
+        span_id=doc.get("span_id", ""),
+        endpoint=doc.get("endpoint", ""),
+        method=request.get("method"),
+        path=request.get("path"),
+        status_code=(doc.get("response_info") or {}).get("status_code"),
+        is_error=bool(doc.get("is_error")),
+        duration=float(metrics.get("total_duration") or 0.0),
+        cpu_time=metrics.get("cpu_time"),
+        version=(doc.get("version_info") or {}).get("app_version"),
+        service_name=(doc.get("service") or {}).get("name"),
+        timestamp=doc["timestamp"],
+        has_profile=bool(profile),
+    )
+
+
+def list_requests(
+    db: Database,
+    project_id: str,
+    flt: RequestFilter | None = None,
+    *,
+    sort: RequestSort = "-timestamp",
+    page: int = 1,
+    size: int = 20,
+) -> RequestPage:
+    """One page (1-based) of a project's requests matching `flt`, sorted by `sort`."""
+    if page < 1 or not 1 <= size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page must be >= 1 and size in 1..{MAX_PAGE_SIZE}")
+    if sort not in _SORTS:
+        raise ValueError(f"sort must be one of {sorted(_SORTS)}")
+    query = records_query(project_id, flt)
+    field, direction = _SORTS[sort]
+    with translate_errors():
+        col = db[PERFORMANCE_RECORDS]
+        docs = list(
+            col.find(query, _SUMMARY_FIELDS)
+            .sort([(field, direction), ("_id", direction)])
+            .skip((page - 1) * size)
+            .limit(size)
+        )
+        total = col.count_documents(query, limit=TOTAL_CAP + 1)
+    return RequestPage(
+        items=[summary_of(d) for d in docs],
+        page=page,
+        size=size,
+        total=min(total, TOTAL_CAP),
+        total_is_lower_bound=total > TOTAL_CAP,
+    )
+
+
+def call_node_of(tree: CallTreeNode) -> CallNode:
+    """A decoded `CallTreeNode` as the query layer's `CallNode` (iterative: trees are deep)."""
+    root = CallNode(
+        tree.function, tree.file, tree.line, tree.total_time, tree.self_time, tree.sample_count
+    )
+    stack = [(tree, root)]
+    while stack:
+        source, target = stack.pop()
+        for child in source.children:
+            node = CallNode(
+                child.function,
+                child.file,
+                child.line,
+                child.total_time,
+                child.self_time,
+                child.sample_count,
+            )
+            target.children.append(node)
+            stack.append((child, node))
+    return root
+
+
+def decode_record_tree(doc: dict[str, Any]) -> tuple[CallTreeNode | None, str | None]:
+    """The record's decoded call tree, or (None, why) when it has none or it is unreadable."""
+    profile = doc.get("profile")
+    if not profile or not profile.get("tree"):
+        return None, None
+    try:
+        return decode_profile(profile["tree"], profile.get("format")), None
+    except ProfileDecodeError as exc:
+        return None, str(exc)
+
+
+def _span_views(docs: list[dict[str, Any]]) -> list[SpanView]:
+    views = []
+    for doc in docs:
+        service = doc.get("service_name")
+        for s in doc.get("spans", []):
+            views.append(
+                SpanView(
+                    span_id=s["span_id"],
+                    parent_span_id=s.get("parent_span_id"),
+                    name=s.get("name", ""),
+                    kind=s.get("kind", ""),
+                    service_name=service,
+                    start_time=datetime.fromtimestamp(
+                        s["start_ns"] / 1e9, tz=doc["start_time"].tzinfo
+                    ),
+                    duration=float(s.get("duration", 0.0)),
+                    status_code=s.get("status_code", "unset"),
+                    status_message=s.get("status_message", ""),
+                    attributes=dict(s.get("attributes") or {}),
+                    events=list(s.get("events") or []),
+                )
+            )
+    views.sort(key=lambda v: v.start_time)
+    return views
+
+
+def get_request(
+    db: Database, record_id: str, project_id: str | None = None
+) -> RequestDetail | None:
+    """One request with its trace's spans, decoded call tree and flat `function_calls`;
+    None when there is no such record (in `project_id`, when given)."""
+    query: dict[str, Any] = {"_id": record_id}
+    if project_id is not None:
+        query["project_id"] = project_id
+    with translate_errors():
+        doc = db[PERFORMANCE_RECORDS].find_one(query)
+        if doc is None:
+            return None
+        span_docs = list(
+            db[SPANS].find({"project_id": doc["project_id"], "trace_id": doc.get("trace_id")})
+        )
+    tree, error = decode_record_tree(doc)
+    record = {k: v for k, v in doc.items() if k not in ("_id", "profile", "expire_at")}
+    record["id"] = str(doc["_id"])
+    if doc.get("profile"):
+        record["profile"] = {k: v for k, v in doc["profile"].items() if k != "tree"}
+    return RequestDetail(
+        summary=summary_of(doc),
+        record=record,
+        spans=_span_views(span_docs),
+        call_tree=call_node_of(tree) if tree else None,
+        function_calls=flatten(tree) if tree else list(doc.get("function_calls") or []),
+        profile_error=error,
+    )

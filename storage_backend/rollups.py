@@ -1,0 +1,232 @@
+"""Rollups of performance records, maintained on ingest, so dashboards read O(buckets).
+
+One `performance_rollups` document per (project, level, time bucket, endpoint, version):
+count, errors, summed and max duration, and a `DurationHistogram` (`hist.<bucket>: count`).
+Levels are 1-minute, 1-hour and 1-day buckets; each record also counts towards a
+project-wide document (`endpoint: None`) per version, so a project's trend reads one
+document per bucket and version, however many endpoints it has.
+
+Writes are `UpdateOne(upsert=True)` with `$inc`/`$max` only: commutative, so any number of
+receivers update the same documents without coordination. `record_rollups` must see each
+stored record exactly once; the store calls it with the records its insert actually wrote
+(duplicates of a retried export are skipped, so they are not counted twice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.database import Database
+
+from storage_backend.errors import translate_errors
+from storage_backend.histogram import DurationHistogram, bucket_of
+from storage_backend.query_models import LatencyStats
+from storage_backend.schema import ROLLUPS
+
+LEVELS: dict[str, timedelta] = {
+    "1m": timedelta(minutes=1),
+    "1h": timedelta(hours=1),
+    "1d": timedelta(days=1),
+}
+# Minute buckets serve only short ranges (<= 6 h); keeping them two days bounds their count.
+MINUTE_ROLLUP_RETENTION = timedelta(days=2)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _aware(when: datetime) -> datetime:
+    """Naive datetimes from the store are UTC."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def bucket_start(when: datetime, width: timedelta) -> datetime:
+    """The start of the bucket of `width` containing `when` (aligned to the Unix epoch)."""
+    when = _aware(when)
+    step = int(width.total_seconds())
+    seconds = int((when - _EPOCH).total_seconds())
+    return _EPOCH + timedelta(seconds=seconds - seconds % step)
+
+
+def level_for(span: timedelta) -> str:
+    """The coarsest level that still gives a useful number of buckets over `span`."""
+    if span <= timedelta(hours=6):
+        return "1m"
+    if span <= timedelta(days=10):
+        return "1h"
+    return "1d"
+
+
+@dataclass(slots=True)
+class _Accumulator:
+    count: int = 0
+    errors: int = 0
+    duration_sum: float = 0.0
+    duration_max: float = 0.0
+    expire_at: datetime | None = None
+    hist: dict[str, int] = field(default_factory=dict)
+
+
+def _rollup_id(
+    project_id: str, level: str, start: datetime, endpoint: str | None, version: str
+) -> str:
+    raw = "\x1f".join([project_id, level, start.isoformat(), endpoint or "\x00", version])
+    return hashlib.sha1(raw.encode()).hexdigest()
+
+
+def rollup_updates(
+    records: Iterable[dict[str, Any]], *, now: datetime | None = None
+) -> list[UpdateOne]:
+    """The upserts that count `records` (performance_records documents) into the rollups,
+    combined per target document so a batch costs one write per document it touches.
+    Records older than the minute rollups' retention skip that level (it would expire)."""
+    minute_horizon = (now or datetime.now(timezone.utc)) - MINUTE_ROLLUP_RETENTION
+    groups: dict[tuple[str, str, datetime, str | None, str], _Accumulator] = {}
+    for record in records:
+        duration = float((record.get("performance_metrics") or {}).get("total_duration") or 0.0)
+        version = (record.get("version_info") or {}).get("app_version") or ""
+        hist_key = str(bucket_of(duration))
+        expire_at = record.get("expire_at")
+        for level, width in LEVELS.items():
+            if level == "1m" and _aware(record["timestamp"]) < minute_horizon:
+                continue
+            start = bucket_start(record["timestamp"], width)
+            level_expiry = (
+                start + width + MINUTE_ROLLUP_RETENTION
+                if level == "1m"
+                else (expire_at + width if expire_at else None)
+            )
+            for endpoint in (record["endpoint"], None):
+                key = (record["project_id"], level, start, endpoint, version)
+                acc = groups.get(key)
+                if acc is None:
+                    acc = groups[key] = _Accumulator()
+                acc.count += 1
+                acc.errors += 1 if record.get("is_error") else 0
+                acc.duration_sum += duration
+                acc.duration_max = max(acc.duration_max, duration)
+                acc.hist[hist_key] = acc.hist.get(hist_key, 0) + 1
+                if level_expiry and (acc.expire_at is None or level_expiry > acc.expire_at):
+                    acc.expire_at = level_expiry
+    updates = []
+    for (project_id, level, start, endpoint, version), acc in groups.items():
+        inc: dict[str, Any] = {
+            "count": acc.count,
+            "errors": acc.errors,
+            "duration_sum": acc.duration_sum,
+        }
+        inc.update({f"hist.{k}": v for k, v in acc.hist.items()})
+        maxima: dict[str, Any] = {"duration_max": acc.duration_max}
+        if acc.expire_at is not None:
+            maxima["expire_at"] = acc.expire_at
+        updates.append(
+            UpdateOne(
+                {"_id": _rollup_id(project_id, level, start, endpoint, version)},
+                {
+                    "$setOnInsert": {
+                        "project_id": project_id,
+                        "level": level,
+                        "bucket": start,
+                        "endpoint": endpoint,
+                        "version": version,
+                    },
+                    "$inc": inc,
+                    "$max": maxima,
+                },
+                upsert=True,
+            )
+        )
+    return updates
+
+
+def record_rollups(db: Database, records: Sequence[dict[str, Any]]) -> None:
+    """Count newly stored performance records into the rollups (one unordered bulk write)."""
+    updates = rollup_updates(records)
+    if updates:
+        with translate_errors():
+            db[ROLLUPS].bulk_write(updates, ordered=False)
+
+
+@dataclass(slots=True)
+class RollupRow:
+    """One rollup document as read back."""
+
+    bucket: datetime
+    endpoint: str | None
+    version: str
+    count: int
+    errors: int
+    duration_sum: float
+    duration_max: float
+    hist: DurationHistogram
+
+
+def read_rollups(
+    db: Database,
+    project_id: str,
+    level: str,
+    since: datetime,
+    until: datetime,
+    *,
+    endpoint: str | None = None,
+    per_endpoint: bool = False,
+    versions: Sequence[str] | None = None,
+) -> list[RollupRow]:
+    """Rollup rows of a project at `level` with `since <= bucket < until`: the project-wide
+    rows (default), one endpoint's rows (`endpoint`), or every endpoint's (`per_endpoint`)."""
+    query: dict[str, Any] = {
+        "project_id": project_id,
+        "level": level,
+        "bucket": {"$gte": since, "$lt": until},
+    }
+    if endpoint is not None:
+        query["endpoint"] = endpoint
+    elif per_endpoint:
+        query["endpoint"] = {"$type": "string"}
+    else:
+        query["endpoint"] = None
+    if versions is not None:
+        query["version"] = {"$in": list(versions)}
+    with translate_errors():
+        docs = list(db[ROLLUPS].find(query, {"_id": 0, "project_id": 0, "expire_at": 0}))
+    return [
+        RollupRow(
+            bucket=d["bucket"],
+            endpoint=d.get("endpoint"),
+            version=d.get("version", ""),
+            count=int(d.get("count", 0)),
+            errors=int(d.get("errors", 0)),
+            duration_sum=float(d.get("duration_sum", 0.0)),
+            duration_max=float(d.get("duration_max", 0.0)),
+            hist=DurationHistogram.from_document(d.get("hist")),
+        )
+        for d in docs
+    ]
+
+
+def stats_of(rows: Iterable[RollupRow]) -> LatencyStats:
+    """Merge rollup rows into one set of statistics (percentiles from the merged histogram)."""
+    hist = DurationHistogram()
+    count = errors = 0
+    total = 0.0
+    maximum: float | None = None
+    for row in rows:
+        count += row.count
+        errors += row.errors
+        total += row.duration_sum
+        maximum = row.duration_max if maximum is None else max(maximum, row.duration_max)
+        hist.merge(row.hist)
+    return LatencyStats(
+        count=count,
+        errors=errors,
+        error_rate=errors / count if count else 0.0,
+        p50=hist.quantile(0.50),
+        p95=hist.quantile(0.95),
+        p99=hist.quantile(0.99),
+        mean=total / count if count else None,
+        max=maximum if count else None,
+        total_time=total,
+    )

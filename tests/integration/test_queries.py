@@ -1,0 +1,252 @@
+"""The typed queries of `storage_backend.queries` on the real embedded store."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from otel_pyinstrument_processor import CallTreeNode, attributes, encode_profile
+from storage_backend import Project, ResourceSpans, SpanData, Store
+from storage_backend import queries as q
+from storage_backend.embedded import EmbeddedServer
+from storage_backend.histogram import exact_quantile
+from storage_backend.schema import PERFORMANCE_RECORDS, ROLLUPS
+from storage_backend.synthetic import SLOW_ROUTE, insert_synthetic
+
+COUNT = 1500
+END = datetime.now(timezone.utc).replace(microsecond=0)
+SPAN = timedelta(days=6)
+
+
+@pytest.fixture(scope="module")
+def seeded(embedded_server: EmbeddedServer) -> Iterator[tuple[Store, Project, list[dict]]]:
+    """One project with COUNT synthetic records (and rollups) over the last 6 days."""
+    db_name = f"test_q_{uuid.uuid4().hex[:10]}"
+    store = Store.connect(embedded_server.url, db_name)
+    store.ensure_schema()
+    project, _key = store.projects.create("seeded")
+    insert_synthetic(store, project.id, COUNT, end=END, span=SPAN, profile_share=0.3)
+    records = list(store.collection(PERFORMANCE_RECORDS).find({"project_id": project.id}))
+    yield store, project, records
+    store.client.drop_database(db_name)
+    store.client.close()
+
+
+def _durations(records, **match) -> list[float]:
+    out = []
+    for r in records:
+        if all(r.get(k) == v for k, v in match.items()):
+            out.append(r["performance_metrics"]["total_duration"])
+    return out
+
+
+def test_endpoint_percentiles_from_rollups_are_within_2_percent_of_exact(seeded):
+    store, project, records = seeded
+    summary = q.endpoint_summary(store.db, project.id, None, since=END - SPAN, until=END)
+    assert sum(e.stats.count for e in summary.endpoints) == COUNT
+    assert sum(e.share_of_total_time for e in summary.endpoints) == pytest.approx(1.0)
+    for entry in summary.endpoints:
+        values = _durations(records, endpoint=entry.endpoint)
+        assert entry.stats.count == len(values)
+        for name, quant in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+            exact = exact_quantile(values, quant)
+            got = getattr(entry.stats, name)
+            assert abs(got - exact) / exact <= 0.02, (entry.endpoint, name, got, exact)
+
+
+def test_trends_cover_the_range_in_buckets_and_count_every_record(seeded):
+    store, project, records = seeded
+    week = q.trends(store.db, project.id, "7d", until=END)
+    assert week.bucket_seconds == 6 * 3600 and len(week.points) == 28
+    assert sum(p.stats.count for p in week.points) == COUNT == week.overall.count
+    exact = exact_quantile(_durations(records), 0.95)
+    assert abs(week.overall.p95 - exact) / exact <= 0.02
+    errors = sum(1 for r in records if r["is_error"])
+    assert week.overall.errors == errors
+    day = q.trends(store.db, project.id, "24h", until=END)
+    assert len(day.points) == 24 and day.bucket_seconds == 3600
+    in_day = [r for r in records if r["timestamp"] >= day.since]
+    assert day.overall.count == len(in_day)
+    hour = q.trends(store.db, project.id, "1h", endpoint="GET /users", until=END)
+    assert len(hour.points) == 60 and hour.endpoint == "GET /users"
+    month = q.trends(store.db, project.id, "30d", until=END)
+    assert len(month.points) == 30 and month.overall.count == COUNT
+    with pytest.raises(ValueError):
+        q.trends(store.db, project.id, "2h")  # type: ignore[arg-type]
+
+
+def test_requests_list_filters_sorts_and_pages(seeded):
+    store, project, records = seeded
+    page = q.list_requests(store.db, project.id, size=50)
+    assert page.total == COUNT and not page.total_is_lower_bound and len(page.items) == 50
+    stamps = [i.timestamp for i in page.items]
+    assert stamps == sorted(stamps, reverse=True)
+
+    slow = q.list_requests(
+        store.db,
+        project.id,
+        q.RequestFilter(endpoint="GET /search", min_duration=0.3, version="1.2.0"),
+        sort="-duration",
+        size=200,
+    )
+    expected = [
+        r
+        for r in records
+        if r["endpoint"] == "GET /search"
+        and r["performance_metrics"]["total_duration"] >= 0.3
+        and r["version_info"]["app_version"] == "1.2.0"
+    ]
+    assert slow.total == len(expected) > 0
+    durations = [i.duration for i in slow.items]
+    assert durations == sorted(durations, reverse=True)
+    assert all(i.endpoint == "GET /search" and i.version == "1.2.0" for i in slow.items)
+
+    errors = q.list_requests(store.db, project.id, q.RequestFilter(status_class="5xx"), size=200)
+    assert errors.total == sum(1 for r in records if r["response_info"]["status_code"] >= 500)
+    assert all(i.status_code == 500 and i.is_error for i in errors.items)
+    posts = q.list_requests(store.db, project.id, q.RequestFilter(method="post"), page=2, size=10)
+    assert posts.page == 2 and all(i.method == "POST" for i in posts.items)
+    window = q.list_requests(
+        store.db, project.id, q.RequestFilter(since=END - timedelta(days=1), until=END)
+    )
+    assert window.total == sum(1 for r in records if r["timestamp"] >= END - timedelta(days=1))
+    assert q.list_requests(store.db, "prj_other").total == 0
+    with pytest.raises(ValueError):
+        q.list_requests(store.db, project.id, size=0)
+
+
+def test_versions_are_listed_and_the_slower_route_and_function_stand_out(seeded):
+    store, project, _records = seeded
+    versions = q.list_versions(store.db, project.id, "30d", until=END)
+    assert [v.version for v in versions] == ["1.2.0", "1.1.0", "1.0.0"]
+    assert sum(v.count for v in versions) == COUNT
+
+    cmp = q.compare_versions(store.db, project.id, "1.0.0", "1.2.0", "30d", until=END)
+    search = next(e for e in cmp.endpoints if e.endpoint == f"GET {SLOW_ROUTE}")
+    assert search.p95_delta is not None and search.p95_delta > 0
+    assert search.base is not None and search.target is not None
+    assert cmp.base_profiles > 0 and cmp.target_profiles > 0
+    # The synthetic 1.2.0 spends a larger share of /search in rank_results.
+    only_search = q.compare_versions(
+        store.db, project.id, "1.0.0", "1.2.0", "30d", until=END, endpoint=f"GET {SLOW_ROUTE}"
+    )
+    assert [e.endpoint for e in only_search.endpoints] == [f"GET {SLOW_ROUTE}"]
+    top = only_search.functions[0]
+    assert top.function == "rank_results" and top.delta > 0
+
+
+def test_aggregated_call_tree_merges_requests_with_counts(seeded):
+    store, project, records = seeded
+    endpoint = f"GET {SLOW_ROUTE}"
+    profiled = [r for r in records if r["endpoint"] == endpoint and r.get("profile")]
+    agg = q.aggregated_call_tree(store.db, project.id, endpoint, limit=1000)
+    assert agg.profiles == len(profiled) > 0 and agg.skipped == 0
+    root = agg.root
+    assert root is not None and root.function == "wsgi_app"
+    assert root.request_count == len(profiled)
+    handler = root.children[0]
+    assert handler.function == "handle" and handler.request_count == len(profiled)
+    assert {c.function for c in handler.children} == {"execute", "rank_results"}
+    assert sum(c.total_time for c in handler.children) <= handler.total_time + 1e-6
+    one_version = q.aggregated_call_tree(store.db, project.id, endpoint, version="1.0.0")
+    assert 0 < one_version.profiles < agg.profiles
+    empty = q.aggregated_call_tree(store.db, project.id, "GET /nothing")
+    assert empty.root is None and empty.profiles == 0
+
+
+def _batch(trace: int, *, tree: CallTreeNode | None, start_ns: int) -> list[ResourceSpans]:
+    trace_id = f"{trace:032x}"
+    attrs = {
+        "http.request.method": "GET",
+        "http.route": "/items/{id}",
+        "url.path": "/items/1",
+        "http.response.status_code": 200,
+    }
+    if tree is not None:
+        enc = encode_profile(tree)
+        attrs[attributes.PROFILE_TREE] = enc.tree
+        attrs[attributes.PROFILE_FORMAT] = enc.format
+    server = SpanData(
+        trace_id,
+        "00000000000000a1",
+        None,
+        "GET /items/{id}",
+        "server",
+        start_ns,
+        start_ns + 300_000_000,
+        attrs,
+    )
+    client = SpanData(
+        trace_id,
+        "00000000000000a2",
+        "00000000000000a1",
+        "SELECT",
+        "client",
+        start_ns + 10_000_000,
+        start_ns + 200_000_000,
+        {"db.system": "sqlite"},
+    )
+    return [ResourceSpans({"service.name": "svc", "service.version": "3.0"}, [server, client])]
+
+
+def test_ingest_counts_into_rollups_once_and_detail_has_spans_tree_and_calls(store, project):
+    tree = CallTreeNode(
+        "view", "app.py", 3, 0.3, 0.1, 30, [CallTreeNode("query", "db.py", 9, 0.2, 0.2, 20)]
+    )
+    now_ns = int(datetime.now(timezone.utc).timestamp() * 1e9)
+    batch = _batch(1, tree=tree, start_ns=now_ns)
+    store.ingest(project.project, batch)
+    store.ingest(project.project, batch)  # an exporter's retry: stored and counted once
+    assert store.collection(PERFORMANCE_RECORDS).count_documents({}) == 1
+    hour = q.trends(store.db, project.project.id, "1h")
+    assert hour.overall.count == 1
+    assert hour.overall.p50 == pytest.approx(0.3, rel=0.01)
+    assert store.collection(ROLLUPS).count_documents({"level": "1m"}) == 2  # endpoint + project
+
+    page = q.list_requests(store.db, project.project.id)
+    detail = q.get_request(store.db, page.items[0].id, project.project.id)
+    assert detail is not None
+    assert [s.name for s in detail.spans] == ["GET /items/{id}", "SELECT"]
+    assert detail.call_tree is not None and detail.call_tree.children[0].function == "query"
+    assert [c["function_name"] for c in detail.function_calls] == ["view", "query"]
+    assert detail.function_calls[1]["parent_call_id"] == "0"
+    assert "tree" not in (detail.record.get("profile") or {})
+    assert detail.record["endpoint"] == "GET /items/{id}"
+    assert q.get_request(store.db, page.items[0].id, "prj_someone_else") is None
+    assert q.get_request(store.db, "nope") is None
+
+
+def test_undecodable_tree_is_reported_not_raised(store, project):
+    now_ns = int(datetime.now(timezone.utc).timestamp() * 1e9)
+    batch = _batch(2, tree=None, start_ns=now_ns)
+    batch[0].spans[0].attributes[attributes.PROFILE_TREE] = "not-a-tree"
+    batch[0].spans[0].attributes[attributes.PROFILE_FORMAT] = "calltree/1;json+zlib+base64"
+    store.ingest(project.project, batch)
+    record_id = q.list_requests(store.db, project.project.id).items[0].id
+    detail = q.get_request(store.db, record_id)
+    assert detail is not None and detail.call_tree is None and detail.profile_error
+    agg = q.aggregated_call_tree(store.db, project.project.id, "GET /items/{id}")
+    assert agg.skipped == 1 and agg.root is None
+
+
+def test_query_results_are_plain_data(seeded):
+    store, project, _records = seeded
+    result = q.to_dict(q.endpoint_summary(store.db, project.id, "7d", until=END))
+    seen_types: set[type] = set()
+
+    def walk(value):
+        seen_types.add(type(value))
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(result)
+    assert seen_types <= {dict, list, str, int, float, bool, type(None), datetime}
+    assert defaultdict not in seen_types
