@@ -1,0 +1,183 @@
+"""Every page of the UI driven by Streamlit's AppTest against a store the real pipeline
+filled (tests/ui/conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from storage_backend import queries as q
+
+APP = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")
+
+
+@pytest.fixture
+def app(shop_data, monkeypatch) -> AppTest:
+    for name, value in shop_data.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("PYSTRUMENT_ADMIN_TOKEN", raising=False)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["project_id"] = shop_data.project.id
+    return at
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _charts(at: AppTest) -> list:
+    return at.get("plotly_chart")
+
+
+def _dataframes(at: AppTest) -> list:
+    return at.get("arrow_data_frame")
+
+
+def test_overview_shows_totals_charts_and_slowest(app, shop_data) -> None:
+    at = app.run()
+    _ok(at)
+    assert at.title[0].value == "shop · overview"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Requests"] == "18"  # 9 requests in each of two versions
+    assert metrics["Error rate"] == f"{2 / 18:.1%}"  # the two /api/fail (404s are not errors)
+    assert metrics["p95"] != "—"
+    assert len(_charts(at)) == 1
+    slowest = _dataframes(at)[0].value
+    assert slowest["endpoint"].iloc[0] == "GET /api/reports/sales"
+
+
+def test_an_empty_project_tells_the_newcomer_what_to_do(app, shop_data) -> None:
+    at = app.run()
+    at.sidebar.selectbox(key="project_pick").select(shop_data.empty_project.id).run()
+    _ok(at)
+    assert any("No requests for **brand-new**" in i.value for i in at.info)
+    snippet = "\n".join(c.value for c in at.code)
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT=" in snippet and "configure(" in snippet
+
+
+def test_time_range_changes_the_window(app) -> None:
+    at = app.run()
+    at.sidebar.get("button_group")[0]  # the time-range control renders
+    at.session_state["time_range_value"] = "1h"
+    at.run()
+    _ok(at)
+    assert {m.label: m.value for m in at.metric}["Requests"] == "18"  # all sent just now
+
+
+def test_endpoints_table_and_merged_flame_graph(app) -> None:
+    at = app.switch_page("pages/endpoints.py").run()
+    _ok(at)
+    table = _dataframes(at)[0].value
+    assert set(table["endpoint"]) >= {"GET /api/reports/sales", "GET /api/orders", "GET /api/fail"}
+    assert abs(table["share of time"].sum() - 1.0) < 1e-6
+    at.selectbox(key="endpoint_pick").select("GET /api/reports/sales").run()
+    _ok(at)
+    assert at.header[0].value == "GET /api/reports/sales"
+    charts = _charts(at)
+    assert len(charts) == 2  # the endpoint's trend and its merged call tree
+    assert "compute_sales_statistics" in charts[1].proto.spec
+    at.text_input(key="endpoint_filter").input("orders").run()
+    assert list(_dataframes(at)[0].value["endpoint"]) == ["GET /api/orders"]
+
+
+def test_requests_filters_change_the_list(app) -> None:
+    at = app.switch_page("pages/requests.py").run()
+    _ok(at)
+    assert len(_dataframes(at)[0].value) == 18
+    at.selectbox(key="req_status").select("5xx").run()
+    rows = _dataframes(at)[0].value
+    assert set(rows["endpoint"]) == {"GET /api/fail"} and len(rows) == 2
+    at.selectbox(key="req_status").select("any").run()
+    at.selectbox(key="req_endpoint").select("GET /api/orders").run()
+    at.selectbox(key="req_version").select("1.1.0").run()
+    rows = _dataframes(at)[0].value
+    assert list(rows["endpoint"]) == ["GET /api/orders"] * 2
+    assert set(rows["version"]) == {"1.1.0"}
+    at.selectbox(key="req_endpoint").select("any").run()
+    at.selectbox(key="req_version").select("any").run()
+    at.number_input(key="req_min").set_value(100.0).run()
+    rows = _dataframes(at)[0].value
+    assert set(rows["endpoint"]) == {"GET /api/reports/sales"}
+    assert (rows["duration (ms)"] >= 100).all()
+
+
+def _slowest_record(shop_data) -> q.RequestSummary:
+    page = q.list_requests(shop_data.store.db, shop_data.project.id, q.RequestFilter(
+        endpoint="GET /api/reports/sales"), sort="-duration", size=1)
+    return page.items[0]
+
+
+def test_request_page_shows_flame_graph_text_tree_waterfall_and_downloads(app, shop_data) -> None:
+    record = _slowest_record(shop_data)
+    app.query_params["record"] = record.id
+    at = app.switch_page("pages/request.py").run()
+    _ok(at)
+    assert at.title[0].value == "GET /api/reports/sales"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Duration"].endswith(("ms", " s")) and metrics["CPU"] != "—"
+    specs = [c.proto.spec for c in _charts(at)]
+    assert any('"icicle"' in s and "compute_sales_statistics" in s for s in specs)
+    assert any('"bar"' in s and "GET /api/reports/sales" in s for s in specs)  # the waterfall
+    tree_html = "".join(h.proto.body for h in at.get("html"))
+    assert "<details" in tree_html and "fetch_exchange_rates" in tree_html
+    assert len(at.get("download_button")) == 2
+
+
+def test_request_page_explains_a_bad_link(app) -> None:
+    app.query_params["record"] = "no-such-record"
+    at = app.switch_page("pages/request.py").run()
+    assert not at.exception
+    assert "No request 'no-such-record'" in at.error[0].value
+
+
+def test_versions_page_compares_two_versions(app) -> None:
+    at = app.switch_page("pages/versions.py").run()
+    _ok(at)
+    assert at.selectbox(key="ver_base").value == "1.0.0"
+    assert at.selectbox(key="ver_target").value == "1.1.0"
+    endpoints = _dataframes(at)[0].value
+    assert "GET /api/reports/sales" in set(endpoints["endpoint"])
+    assert {m.label for m in at.metric} >= {"Endpoints compared", "Slower by ≥10 %"}
+    specs = [c.proto.spec for c in _charts(at)]
+    assert any('"icicle"' in s for s in specs)  # the differential flame graph
+
+
+def test_projects_page_creates_a_project_and_shows_its_key_once(app, shop_data) -> None:
+    at = app.switch_page("pages/projects.py").run()
+    _ok(at)
+    at.text_input[0].input("checkout")
+    at.button[0].click()  # the create form's submit
+    at.run()
+    _ok(at)
+    created = shop_data.store.projects.find_by_name("checkout")
+    assert created is not None
+    key = next(c.value for c in at.code if c.value.startswith("psk_"))
+    assert shop_data.store.projects.find_by_key(key).id == created.id
+    assert created.key_prefix == key[: len(created.key_prefix)]
+
+
+def test_admin_token_gate_off_loopback(app, monkeypatch) -> None:
+    monkeypatch.setenv("PYSTRUMENT_UI_ADDRESS", "0.0.0.0")
+    monkeypatch.setenv("PYSTRUMENT_ADMIN_TOKEN", "s3cret-token")
+    at = app.run()
+    assert not at.exception
+    assert not at.metric  # nothing shown before signing in
+    at.text_input[0].input("wrong")
+    at.button[0].click()
+    at.run()
+    assert "not right" in at.error[0].value
+    at.text_input[0].input("s3cret-token")
+    at.button[0].click()
+    at.run()
+    _ok(at)
+    assert {m.label for m in at.metric} >= {"Requests", "p95"}
+
+
+def test_without_a_token_off_loopback_the_ui_refuses(app, monkeypatch) -> None:
+    monkeypatch.setenv("PYSTRUMENT_UI_ADDRESS", "0.0.0.0")
+    at = app.run()
+    assert "PYSTRUMENT_ADMIN_TOKEN" in at.error[0].value
+    assert not at.metric
