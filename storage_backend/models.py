@@ -60,6 +60,7 @@ class ProjectConfig:
     auto_analysis: bool = False
     alert_threshold: AlertThreshold = field(default_factory=AlertThreshold)
     retention_days: int | None = None  # None: the server's default
+    ai_service: str | None = None  # analyzer service name; None: the server's default
 
 
 @dataclass(slots=True)

@@ -15,8 +15,11 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
+from storage_backend.analyses import AnalysisRepository
+from storage_backend.auto_analysis import AutoAnalysisTrigger
 from storage_backend.embedded import EmbeddedServer, default_data_dir
 from storage_backend.errors import StoreError, StoreUnavailableError, translate_errors
+from storage_backend.jobs import JobQueue
 from storage_backend.models import IngestResult, Project, ResourceSpans
 from storage_backend.projects import ProjectRepository
 from storage_backend.records import build_performance_records, build_span_documents
@@ -80,6 +83,9 @@ class Store:
         self.retention = timedelta(days=retention_days)
         self.embedded = embedded
         self.projects = ProjectRepository(self.db)
+        self.jobs = JobQueue(self.db)
+        self.analyses = AnalysisRepository(self.db)
+        self.auto_analysis = AutoAnalysisTrigger(self.jobs)
 
     @classmethod
     def connect(
@@ -136,6 +142,8 @@ class Store:
 
     def ensure_schema(self) -> None:
         ensure_indexes(self.db)
+        self.jobs.ensure_indexes()
+        self.analyses.ensure_indexes()
 
     def ping(self) -> None:
         """Raise StoreUnavailableError unless the server answers."""
@@ -159,6 +167,7 @@ class Store:
         records = build_performance_records(project.id, batch, retention=retention, received_at=now)
         self._insert_idempotent(SPANS, span_docs)
         record_rollups(self.db, self._insert_idempotent(PERFORMANCE_RECORDS, records))
+        self.auto_analysis.on_records_stored(project, records)
         return IngestResult(
             spans=sum(d["span_count"] for d in span_docs),
             span_documents=len(span_docs),

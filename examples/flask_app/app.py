@@ -67,6 +67,16 @@ def get_db() -> sqlite3.Connection:
     return g.db
 
 
+def query(conn: sqlite3.Connection, sql: str, params: tuple = ()) -> list[tuple]:
+    """Run one query through a cursor: OpenTelemetry's sqlite3 instrumentation traces cursor
+    calls (`Connection.execute` shortcuts would go unseen)."""
+    cursor = conn.cursor()
+    try:
+        return cursor.execute(sql, params).fetchall()
+    finally:
+        cursor.close()
+
+
 def compute_sales_statistics(values: list[float]) -> dict[str, float]:
     """Deliberately CPU-heavy: a naive O(n^2) statistic over the order totals."""
     n = len(values)
@@ -86,7 +96,7 @@ def fetch_exchange_rates() -> dict[str, float]:
 
 
 def load_items(conn: sqlite3.Connection, order_id: int) -> list[dict[str, object]]:
-    rows = conn.execute("SELECT sku, qty FROM items WHERE order_id = ?", (order_id,)).fetchall()
+    rows = query(conn, "SELECT sku, qty FROM items WHERE order_id = ?", (order_id,))
     return [{"sku": sku, "qty": qty} for sku, qty in rows]
 
 
@@ -107,24 +117,21 @@ def create_app() -> Flask:
     @app.get("/api/users")
     def list_users():
         limit = min(int(request.args.get("limit", 20)), 100)
-        rows = get_db().execute("SELECT id, name, email FROM users LIMIT ?", (limit,)).fetchall()
+        rows = query(get_db(), "SELECT id, name, email FROM users LIMIT ?", (limit,))
         return jsonify([{"id": i, "name": n, "email": e} for i, n, e in rows])
 
     @app.get("/api/users/<int:user_id>")
     def get_user(user_id: int):
-        row = (
-            get_db()
-            .execute("SELECT id, name, email FROM users WHERE id = ?", (user_id,))
-            .fetchone()
-        )
-        if row is None:
+        rows = query(get_db(), "SELECT id, name, email FROM users WHERE id = ?", (user_id,))
+        if not rows:
             abort(404)
+        row = rows[0]
         return jsonify(id=row[0], name=row[1], email=row[2])
 
     @app.get("/api/orders")
     def list_orders():
         conn = get_db()
-        orders = conn.execute("SELECT id, user_id, total FROM orders LIMIT 40").fetchall()
+        orders = query(conn, "SELECT id, user_id, total FROM orders LIMIT 40")
         # N+1: one items query per order instead of one join.
         return jsonify(
             [
@@ -135,7 +142,7 @@ def create_app() -> Flask:
 
     @app.get("/api/reports/sales")
     def sales_report():
-        totals = [t for (t,) in get_db().execute("SELECT total FROM orders").fetchall()]
+        totals = [t for (t,) in query(get_db(), "SELECT total FROM orders")]
         stats = compute_sales_statistics(totals)
         rates = fetch_exchange_rates()
         return jsonify(stats=stats, rates=rates)
@@ -148,16 +155,20 @@ def create_app() -> Flask:
 
 
 def instrumented_app() -> tuple[Flask, object]:
-    """The app with OpenTelemetry's Flask instrumentation and pystrument's processor.
+    """The app with OpenTelemetry's Flask and sqlite3 instrumentation and pystrument's
+    processor (the sqlite3 queries become CLIENT spans with db.* attributes, so the
+    analyzer can see `/api/orders`' N+1 pattern).
 
     Configuration comes from the environment: OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME,
     PYSTRUMENT_PROJECT_KEY, PYSTRUMENT_SAMPLING_RATE, ...
     """
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
+    from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
 
     from otel_pyinstrument_processor import configure
 
     provider = configure(service_name=os.environ.get("OTEL_SERVICE_NAME", "shop-flask"))
+    SQLite3Instrumentor().instrument(tracer_provider=provider)
     app = create_app()
     FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
     return app, provider

@@ -1,0 +1,89 @@
+"""The builtin analyzer on records made by the real pipeline: the example Flask shop, with
+OpenTelemetry's Flask and sqlite3 instrumentation and our processor, exporting over OTLP to
+the real receiver and store. It must name the deliberately slow function of
+/api/reports/sales and the N+1 pattern of /api/orders."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+
+import pytest
+from opentelemetry.instrumentation.flask import FlaskInstrumentor
+from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+from werkzeug.serving import make_server
+
+from analysis_service import AnalysisSettings
+from analysis_service.analysis import analyze_record
+from examples.flask_app.app import create_app
+from otel_pyinstrument_processor import configure
+
+
+@pytest.fixture
+def shop_records(store, receiver, project):
+    """Send one /api/reports/sales and one /api/orders request; return their records."""
+    provider = configure(
+        service_name="shop-analysis",
+        endpoint=receiver.endpoint,
+        project_key=project.key,
+        sampling_rate=1.0,
+        set_global=False,
+    )
+    SQLite3Instrumentor().instrument(tracer_provider=provider)
+    app = create_app()
+    FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        for path in ("/api/reports/sales", "/api/orders"):
+            with urllib.request.urlopen(base + path, timeout=30) as resp:
+                assert resp.status == 200
+        assert provider.force_flush(30_000)
+    finally:
+        server.shutdown()
+        FlaskInstrumentor().uninstrument_app(app)
+        SQLite3Instrumentor().uninstrument()
+        provider.shutdown()
+    records = store.collection("performance_records").find({"project_id": project.project.id})
+    return {r["endpoint"]: r for r in records}
+
+
+def test_builtin_names_the_slow_function_and_the_n_plus_one(store, shop_records):
+    assert set(shop_records) >= {"GET /api/reports/sales", "GET /api/orders"}
+    settings = AnalysisSettings()
+
+    sales = analyze_record(
+        store, settings, shop_records["GET /api/reports/sales"]["_id"], analysis_id="ana_sales"
+    )
+    assert sales["status"] == "completed"
+    results = sales["analysis_results"]
+    by_function = {b["function"]: b for b in results["bottleneck_analysis"]}
+    assert "compute_sales_statistics" in by_function, results["bottleneck_analysis"]
+    assert by_function["compute_sales_statistics"]["type"] == "computation"
+    assert "fetch_exchange_rates" in by_function
+    assert by_function["fetch_exchange_rates"]["type"] == "io"
+    assert 0 <= results["performance_score"] < 100
+    assert any(s["code_example"] for s in results["optimization_suggestions"])
+    stored = store.analyses.get("ana_sales")
+    assert stored["analysis_input"]["slow_functions"][0]["function"] in by_function
+
+    orders = analyze_record(
+        store, settings, shop_records["GET /api/orders"]["_id"], analysis_id="ana_orders"
+    )
+    db = [b for b in orders["analysis_results"]["bottleneck_analysis"] if b["type"] == "database"]
+    assert db, orders["analysis_results"]
+    assert "N+1" in db[0]["description"]
+    assert "SELECT sku, qty FROM items WHERE order_id = ?" in db[0]["description"]
+    assert "40 sqlite queries" in db[0]["description"]
+    # The app path to the repeated query names the per-order helper and its caller.
+    assert "list_orders > load_items" in db[0]["function"]
+    # DB time is not mistaken for computation in the helper that runs the queries.
+    assert not [
+        b for b in orders["analysis_results"]["bottleneck_analysis"] if b["type"] == "computation"
+    ]
+    assert any(
+        s["category"] == "database" and "IN (" in s["code_example"]
+        for s in orders["analysis_results"]["optimization_suggestions"]
+    )
