@@ -95,16 +95,16 @@ def sidebar() -> Context | None:
             )
             st.session_state["project_id"] = chosen
             project = next(p for p in projects if p.id == chosen)
+        linked = st.query_params.get("range")
         time_range = st.segmented_control(
             "Time range",
             list(TIME_RANGES),
-            default=st.session_state.get("time_range_value", "24h"),
+            default=linked if linked in TIME_RANGES else "24h",
             format_func=lambda r: r,
             key="time_range",
             help="The window of the overview, endpoints and versions pages",
         )
         time_range = time_range or "24h"
-        st.session_state["time_range_value"] = time_range
         refresh = st.selectbox(
             "Auto-refresh",
             list(REFRESH_CHOICES),

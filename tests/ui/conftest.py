@@ -9,9 +9,11 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
+from streamlit.testing.v1 import AppTest
 from werkzeug.serving import make_server
 
 from examples.flask_app.app import create_app
@@ -32,6 +34,7 @@ TRAFFIC = [
     "/api/fail",
 ]
 VERSIONS = ("1.0.0", "1.1.0")
+APP = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")
 
 
 @dataclass
@@ -69,7 +72,9 @@ def _send_traffic(receiver_endpoint: str, key: str, version: str) -> int:
     try:
         for path in TRAFFIC:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}{path}", timeout=30).read()
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{server.server_port}{path}", timeout=30
+                ).read()
             except urllib.error.HTTPError:
                 pass  # the 404 and the 500 are part of the traffic
         assert provider.force_flush(30_000)
@@ -99,3 +104,14 @@ def shop_data(embedded_server: EmbeddedServer) -> Iterator[ShopData]:
     yield ShopData(store, embedded_server.url, database, project, key, empty)
     store.client.drop_database(database)
     store.client.close()
+
+
+@pytest.fixture
+def app(shop_data: ShopData, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    """The UI on `shop_data`'s store, on loopback (no admin gate), the shop project picked."""
+    for name, value in shop_data.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("PYSTRUMENT_ADMIN_TOKEN", raising=False)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["project_id"] = shop_data.project.id
+    return at

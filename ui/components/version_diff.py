@@ -10,6 +10,16 @@ import plotly.graph_objects as go
 from ui.components.flamegraph import short_location
 
 
+def version_key(version: str) -> tuple:
+    """Orders '1.10.0' after '1.9.2' (numbers as numbers, the rest as text)."""
+    import re
+
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in re.split(r"[.\-+_]", version)
+    )
+
+
 class MergedTree(Protocol):
     """What the diff needs of `storage_backend.queries.AggregatedCallTree`."""
 

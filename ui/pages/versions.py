@@ -9,7 +9,7 @@ import streamlit as st
 from ui import context, data
 from ui.components.feedback import empty_state
 from ui.components.flamegraph import short_location
-from ui.components.version_diff import diff_icicle_figure
+from ui.components.version_diff import diff_icicle_figure, version_key
 
 REGRESSION = 0.10  # p95 10 % slower: worth a look
 
@@ -30,7 +30,7 @@ if len(versions) < 2:
     st.stop()
 
 # Newest last-seen first: by default compare the previous release with the latest.
-ordered = sorted(versions, key=lambda v: v.last_seen, reverse=True)
+ordered = sorted(versions, key=lambda v: (v.last_seen, version_key(v.version)), reverse=True)
 labels = {v.version: f"{v.version}  ({v.count:,} requests)" for v in ordered}
 c1, c2 = st.columns(2)
 base = c1.selectbox("Base version", list(labels), index=1, format_func=labels.get, key="ver_base")
