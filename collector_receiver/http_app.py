@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from collector_receiver.api import performance, projects
 from collector_receiver.api.envelope import install_error_handlers
 from collector_receiver.ingest import TraceIngestor
 from storage_backend import Store, StoreError
@@ -32,8 +33,11 @@ def get_ingestor(request: Request) -> TraceIngestor:
     return request.app.state.ingestor
 
 
-def create_app(store: Store, ingestor: TraceIngestor | None = None) -> FastAPI:
-    """The HTTP app: `/health` (liveness), `/ready` (store reachable), OpenAPI at `/docs`."""
+def create_app(
+    store: Store, ingestor: TraceIngestor | None = None, *, admin_token: str | None = None
+) -> FastAPI:
+    """The HTTP app: `/health` (liveness), `/ready` (store reachable), OpenAPI at `/docs`, the
+    REST API under `/api/v1`. Without `admin_token`, management endpoints refuse everyone."""
     app = FastAPI(
         title="pystrument",
         description="OTLP/HTTP ingestion and the pystrument REST API.",
@@ -41,9 +45,12 @@ def create_app(store: Store, ingestor: TraceIngestor | None = None) -> FastAPI:
     )
     app.state.store = store
     app.state.ingestor = ingestor or TraceIngestor(store)
+    app.state.admin_token = admin_token
     install_error_handlers(app)
     # Routers: app.include_router(...) one per resource (OTLP/HTTP, projects, performance,
     # analysis), each added by the change that builds it.
+    app.include_router(projects.router)
+    app.include_router(performance.router)
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, Any]:

@@ -155,6 +155,7 @@ class _StopSignal:
 def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
     from pystrument.server import (
         Receiver,
+        ensure_admin_token,
         ensure_default_project,
         remove_runtime_info,
         write_runtime_info,
@@ -184,7 +185,8 @@ def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
             default = ensure_default_project(
                 store, settings.data_dir, keep_key_file=store.embedded is not None
             )
-        receiver = Receiver(store, settings)
+        admin = ensure_admin_token(settings, generate=with_default_project)
+        receiver = Receiver(store, settings, admin_token=admin.token)
         receiver.start()
         scheme = "https" if receiver.tls else "http"
         host = "localhost" if settings.grpc_host in ("0.0.0.0", "::") else settings.grpc_host
@@ -196,6 +198,16 @@ def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
             f"  MongoDB            : {store.url}"
             + ("  (embedded, data in " + str(settings.data_dir) + ")" if store.embedded else ""),
         ]
+        if admin.source in ("generated", "file"):
+            lines.append(
+                f"  Admin token        : {admin.token}  (REST API management; kept in "
+                f"{settings.data_dir}/admin.token)"
+            )
+        elif admin.source == "none":
+            lines.append(
+                "  Admin token        : not set (PYSTRUMENT_ADMIN_TOKEN): "
+                "project management API off"
+            )
         if default is not None:
             if default.key:
                 lines.append(f"  Project 'default'  : key {default.key}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PROJECT = "default"
 KEY_FILE = "default-project.key"
+ADMIN_TOKEN_FILE = "admin.token"
 RUNTIME_FILE = "runtime.json"
 
 
@@ -48,11 +50,45 @@ def ensure_default_project(store: Store, data_dir: Path, *, keep_key_file: bool)
         DEFAULT_PROJECT, description="Created by `pystrument up` on first start."
     )
     if keep_key_file:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key + "\n")
+        _write_secret(key_file, key)
     return DefaultProject(project, key, created=True)
+
+
+@dataclass(slots=True)
+class AdminToken:
+    token: str | None
+    source: str  # "configured" | "generated" | "file" | "none"
+
+
+def _write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+
+
+def read_admin_token(data_dir: Path) -> str | None:
+    """The token `pystrument up` generated in this data directory, if any."""
+    try:
+        return (data_dir / ADMIN_TOKEN_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def ensure_admin_token(settings: ServerSettings, *, generate: bool) -> AdminToken:
+    """The REST API's admin token: `admin_token` from the configuration; else (with
+    `generate`, i.e. `pystrument up`) the one kept 0600 in the data directory, created with
+    256 random bits on first start. Without either, management endpoints refuse everyone."""
+    if settings.admin_token is not None and settings.admin_token.get_secret_value():
+        return AdminToken(settings.admin_token.get_secret_value(), "configured")
+    if not generate:
+        return AdminToken(None, "none")
+    existing = read_admin_token(settings.data_dir)
+    if existing:
+        return AdminToken(existing, "file")
+    token = "pat_" + secrets.token_urlsafe(32)
+    _write_secret(settings.data_dir / ADMIN_TOKEN_FILE, token)
+    return AdminToken(token, "generated")
 
 
 def open_admin_store(settings: ServerSettings) -> Store:
@@ -98,7 +134,7 @@ class Receiver:
     """The receiver's transports on one store: OTLP/gRPC, and the HTTP app (OTLP/HTTP, REST
     API, health). `start()`, then `stop()` drains in-flight exports."""
 
-    def __init__(self, store: Store, settings: ServerSettings):
+    def __init__(self, store: Store, settings: ServerSettings, *, admin_token: str | None = None):
         self.ingestor = TraceIngestor(store)
         options = GrpcOptions(
             host=settings.grpc_host,
@@ -112,7 +148,7 @@ class Receiver:
         self._grpc: grpc.Server
         self._grpc, self.grpc_port = build_server(self.ingestor, options)
         self.http = HttpServer(
-            create_app(store, self.ingestor),
+            create_app(store, self.ingestor, admin_token=admin_token),
             host=settings.http_host,
             port=settings.http_port,
             ssl_certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,

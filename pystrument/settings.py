@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,6 +34,19 @@ class ServerSettings(BaseSettings):
         default_factory=default_data_dir, description="embedded store and key file"
     )
     retention_days: int = Field(30, ge=1, description="default days data is kept")
+    records_retention_days: int | None = Field(
+        None, ge=1, description="days performance records are kept (default: retention_days)"
+    )
+    spans_retention_days: int | None = Field(
+        None, ge=1, description="days trace spans are kept (default: retention_days)"
+    )
+    analyses_retention_days: int | None = Field(
+        None, ge=1, description="days analysis results are kept (default: retention_days)"
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="REST API admin token; unset: `pystrument up` generates one in data_dir",
+    )
     grpc_host: str = Field("0.0.0.0", description="OTLP/gRPC bind address")
     grpc_port: int = Field(4317, ge=0, le=65535, description="OTLP/gRPC port")
     grpc_max_message_bytes: int = Field(
@@ -68,6 +81,9 @@ class ServerSettings(BaseSettings):
             database=self.mongodb_database,
             data_dir=self.data_dir,
             retention_days=self.retention_days,
+            records_retention_days=self.records_retention_days,
+            spans_retention_days=self.spans_retention_days,
+            analyses_retention_days=self.analyses_retention_days,
         )
 
 

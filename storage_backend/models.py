@@ -77,6 +77,7 @@ class Project:
     created_at: datetime
     updated_at: datetime
     last_activity: datetime | None = None
+    base_url: str = ""
 
 
 @dataclass(slots=True)

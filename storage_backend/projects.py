@@ -12,17 +12,27 @@ import secrets
 from datetime import datetime, timezone
 from typing import Any
 
+from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from storage_backend.errors import ProjectNameExistsError, ProjectNotFoundError, translate_errors
 from storage_backend.models import AlertThreshold, Project, ProjectConfig
-from storage_backend.schema import PROJECTS
+from storage_backend.schema import (
+    AI_ANALYSIS_RESULTS,
+    PERFORMANCE_RECORDS,
+    PROJECTS,
+    ROLLUPS,
+    SPANS,
+)
 
 KEY_PREFIX = "psk_"
 DISPLAY_PREFIX_LEN = 12
 FRAMEWORKS = ("flask", "django", "fastapi", "other")
+STATUSES = ("active", "inactive", "archived")
+# A project's data, deleted with it.
+_PROJECT_DATA = (PERFORMANCE_RECORDS, SPANS, ROLLUPS, AI_ANALYSIS_RESULTS)
 
 
 def generate_key() -> str:
@@ -57,6 +67,7 @@ def project_from_doc(doc: dict[str, Any]) -> Project:
         created_at=doc["created_at"],
         updated_at=doc["updated_at"],
         last_activity=doc.get("last_activity"),
+        base_url=doc.get("base_url", ""),
     )
 
 
@@ -64,6 +75,7 @@ class ProjectRepository:
     """Create, find and list projects; resolve a presented key to its project."""
 
     def __init__(self, db: Database):
+        self._db = db
         self._col: Collection = db[PROJECTS]
 
     def create(
@@ -73,6 +85,7 @@ class ProjectRepository:
         description: str = "",
         framework: str = "other",
         config: ProjectConfig | None = None,
+        base_url: str = "",
     ) -> tuple[Project, str]:
         """Create a project; return it and its key. The key is not retrievable afterwards."""
         if not name or not name.strip():
@@ -84,6 +97,7 @@ class ProjectRepository:
             "name": name.strip(),
             "description": description,
             "framework": framework,
+            "base_url": base_url,
             "status": "active",
             "config": dataclasses.asdict(config or ProjectConfig()),
             "key_hash": hash_key(key),
@@ -127,6 +141,57 @@ class ProjectRepository:
     def count(self) -> int:
         with translate_errors():
             return self._col.count_documents({})
+
+    def update(
+        self,
+        project_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        framework: str | None = None,
+        base_url: str | None = None,
+        status: str | None = None,
+        config: ProjectConfig | None = None,
+    ) -> Project:
+        """Change the given fields (None leaves a field as it is); return the project.
+        Raises ProjectNotFoundError, ProjectNameExistsError, ValueError (bad status/name)."""
+        changes: dict[str, Any] = {}
+        if name is not None:
+            if not name.strip():
+                raise ValueError("project name must not be empty")
+            changes["name"] = name.strip()
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
+        for field, value in (
+            ("description", description),
+            ("framework", framework),
+            ("base_url", base_url),
+            ("status", status),
+        ):
+            if value is not None:
+                changes[field] = value
+        if config is not None:
+            changes["config"] = dataclasses.asdict(config)
+        changes["updated_at"] = _now()
+        with translate_errors():
+            try:
+                doc = self._col.find_one_and_update(
+                    {"_id": project_id}, {"$set": changes}, return_document=ReturnDocument.AFTER
+                )
+            except DuplicateKeyError as exc:
+                raise ProjectNameExistsError(f"a project named {name!r} already exists") from exc
+        if doc is None:
+            raise ProjectNotFoundError(f"no project {project_id!r}")
+        return project_from_doc(doc)
+
+    def delete(self, project_id: str) -> None:
+        """Delete a project, its key and all its stored data."""
+        with translate_errors():
+            res = self._col.delete_one({"_id": project_id})
+            if res.deleted_count == 0:
+                raise ProjectNotFoundError(f"no project {project_id!r}")
+            for collection in _PROJECT_DATA:
+                self._db[collection].delete_many({"project_id": project_id})
 
     def rotate_key(self, project_id: str) -> str:
         """Replace a project's key; the old one stops working at once. Returns the new key."""

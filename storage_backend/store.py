@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,13 @@ from storage_backend.jobs import JobQueue
 from storage_backend.models import IngestResult, Project, ResourceSpans
 from storage_backend.projects import ProjectRepository
 from storage_backend.records import build_performance_records, build_span_documents
+from storage_backend.retention import DEFAULT_RETENTION_DAYS, RetentionPolicy
 from storage_backend.rollups import record_rollups
 from storage_backend.schema import PERFORMANCE_RECORDS, SPANS, ensure_indexes
 
 logger = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
-DEFAULT_RETENTION_DAYS = 30
 
 
 @dataclass(slots=True)
@@ -40,6 +40,10 @@ class StoreSettings:
     database: str = "pystrument"
     data_dir: Path = field(default_factory=default_data_dir)
     retention_days: int = DEFAULT_RETENTION_DAYS
+    # Per-collection overrides of retention_days (None: retention_days).
+    records_retention_days: int | None = None
+    spans_retention_days: int | None = None
+    analyses_retention_days: int | None = None
     # How long an operation may wait for a server before the store counts as unavailable:
     # short, so an exporter gets a retryable answer well inside its own timeout.
     server_selection_timeout_ms: int = 3000
@@ -64,7 +68,28 @@ class StoreSettings:
                 ) from None
             if settings.retention_days < 1:
                 raise ValueError(f"PYSTRUMENT_RETENTION_DAYS must be >= 1, got {raw!r}")
+        for kind in ("records", "spans", "analyses"):
+            raw = env.get(f"PYSTRUMENT_{kind.upper()}_RETENTION_DAYS")
+            if raw:
+                try:
+                    days = int(raw)
+                except ValueError:
+                    days = 0
+                if days < 1:
+                    raise ValueError(
+                        f"PYSTRUMENT_{kind.upper()}_RETENTION_DAYS must be an integer >= 1, "
+                        f"got {raw!r}"
+                    )
+                setattr(settings, f"{kind}_retention_days", days)
         return settings
+
+    def retention_policy(self) -> RetentionPolicy:
+        """Days per collection; raises ValueError for a value below 1."""
+        return RetentionPolicy(
+            records_days=self.records_retention_days or self.retention_days,
+            spans_days=self.spans_retention_days or self.retention_days,
+            analyses_days=self.analyses_retention_days or self.retention_days,
+        )
 
 
 class Store:
@@ -76,11 +101,13 @@ class Store:
         database: str = "pystrument",
         *,
         retention_days: int = DEFAULT_RETENTION_DAYS,
+        retention_policy: RetentionPolicy | None = None,
         embedded: EmbeddedServer | None = None,
     ):
         self.client = client
         self.db: Database = client[database]
-        self.retention = timedelta(days=retention_days)
+        self.retention_policy = retention_policy or RetentionPolicy.uniform(retention_days)
+        self.retention = self.retention_policy.records
         self.embedded = embedded
         self.projects = ProjectRepository(self.db)
         self.jobs = JobQueue(self.db)
@@ -119,7 +146,7 @@ class Store:
                 url,
                 settings.database,
                 server_selection_timeout_ms=settings.server_selection_timeout_ms,
-                retention_days=settings.retention_days,
+                retention_policy=settings.retention_policy(),
                 embedded=embedded,
             )
             store.ensure_schema()
@@ -158,13 +185,11 @@ class Store:
         (StoreUnavailableError) stores nothing twice.
         """
         now = datetime.now(timezone.utc)
-        retention = (
-            timedelta(days=project.config.retention_days)
-            if project.config.retention_days
-            else self.retention
+        keep = self.retention_policy.for_project(project)
+        span_docs = build_span_documents(project.id, batch, retention=keep.spans, received_at=now)
+        records = build_performance_records(
+            project.id, batch, retention=keep.records, received_at=now
         )
-        span_docs = build_span_documents(project.id, batch, retention=retention, received_at=now)
-        records = build_performance_records(project.id, batch, retention=retention, received_at=now)
         self._insert_idempotent(SPANS, span_docs)
         record_rollups(self.db, self._insert_idempotent(PERFORMANCE_RECORDS, records))
         self.auto_analysis.on_records_stored(project, records)
@@ -173,6 +198,11 @@ class Store:
             span_documents=len(span_docs),
             performance_records=len(records),
         )
+
+    def insert_new(self, collection: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Insert documents with deterministic `_id`s, skipping those already stored (a
+        client's retry); return the ones this call wrote."""
+        return self._insert_idempotent(collection, docs)
 
     def _insert_idempotent(
         self, collection: str, docs: list[dict[str, Any]]

@@ -62,6 +62,11 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 }
 
 
+BODY_ERROR_CODES: dict[str, ErrorCode] = {}
+"""Route path -> the code for an invalid request body on it (default PARAMETER_ERROR); e.g.
+the brief answers bad performance data with PERFORMANCE_DATA_INVALID. Routers register."""
+
+
 class ApiError(Exception):
     """A failure to report as an envelope with `code` (HTTP status from HTTP_STATUS)."""
 
@@ -102,6 +107,9 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         if not _is_api(request):
             return JSONResponse({"detail": problems}, status_code=400)
+        body_code = BODY_ERROR_CODES.get(request.url.path)
+        if body_code and any(p["loc"][:1] == ["body"] for p in problems):
+            return error_response(body_code, "invalid request body", problems)
         return error_response(ErrorCode.PARAMETER_ERROR, "invalid parameters", problems)
 
     @app.exception_handler(StarletteHTTPException)
