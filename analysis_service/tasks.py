@@ -14,7 +14,7 @@ from analysis_service.analysis import analyze_record
 from analysis_service.analyzers import AnalyzerError
 from analysis_service.config import AnalysisSettings
 from analysis_service.inputs import RecordNotFoundError
-from analysis_service.reports import build_report
+from analysis_service.reports import build_report, render_html, render_markdown
 from storage_backend import Store
 from storage_backend.jobs import Job
 
@@ -109,7 +109,8 @@ def _parse_time(value: Any, default: datetime) -> datetime:
 
 def run_report(ctx: TaskContext, job: Job) -> dict[str, Any]:
     """Build the performance report of `payload.project_id` over [start, end) (default: the
-    last 24 hours); the report data is the job's result, rendered on download."""
+    last 24 hours); the job's result holds the data and its Markdown and HTML renderings
+    (the REST API serves them without depending on this package)."""
     project_id = job.payload.get("project_id") or job.project_id
     if not project_id:
         raise JobFailure("report job without project_id")
@@ -119,7 +120,8 @@ def run_report(ctx: TaskContext, job: Job) -> dict[str, Any]:
         start = _parse_time(job.payload.get("start"), end - timedelta(days=1))
     except ValueError as exc:
         raise JobFailure(f"bad report period: {exc}") from None
-    return {"report": build_report(ctx.store, project_id, start, end)}
+    report = build_report(ctx.store, project_id, start, end)
+    return {"report": report, "markdown": render_markdown(report), "html": render_html(report)}
 
 
 def run_cleanup(ctx: TaskContext, job: Job) -> dict[str, Any]:

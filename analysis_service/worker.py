@@ -61,6 +61,7 @@ class Worker:
         self.handlers = handlers if handlers is not None else HANDLERS
         self.schedule = schedule
         self.ctx = TaskContext(store, self.settings, self.worker_id)
+        store.jobs.backoff_base_seconds = self.settings.retry_backoff_seconds
         self.processed = 0
         self._stop = threading.Event()
         self._running: dict[str, _Running] = {}

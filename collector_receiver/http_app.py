@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from collector_receiver.api import analysis as analysis_api
 from collector_receiver.api import performance, projects
 from collector_receiver.api.envelope import install_error_handlers
 from collector_receiver.ingest import TraceIngestor
@@ -51,6 +52,7 @@ def create_app(
     # analysis), each added by the change that builds it.
     app.include_router(projects.router)
     app.include_router(performance.router)
+    app.include_router(analysis_api.router)
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, Any]:

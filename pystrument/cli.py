@@ -2,6 +2,7 @@
 
 pystrument up                 store (embedded unless PYSTRUMENT_MONGODB_URL) + receiver
 pystrument receiver           the OTLP receiver alone, against PYSTRUMENT_MONGODB_URL
+pystrument analyzer           an analysis worker (any number share one job queue)
 pystrument projects create N  create a project and print its key (shown once)
 pystrument projects list      list projects (never their keys)
 pystrument demo               run the example Flask app against a running `pystrument up`
@@ -68,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
         "project on first start and print its key. Ctrl-C or SIGTERM stops everything.",
     )
     _add_server_flags(up)
+    up.add_argument("--no-analyzer", action="store_true",
+                    help="do not run an analysis worker in this process")  # fmt: skip
+    up.add_argument("--concurrency", type=int, help="jobs the built-in analysis worker runs "
+                    "at once (default 1)")  # fmt: skip
 
     receiver = sub.add_parser(
         "receiver",
@@ -76,6 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--mongodb-url): receivers are stateless and share one MongoDB.",
     )
     _add_server_flags(receiver)
+
+    analyzer = sub.add_parser(
+        "analyzer",
+        help="run an analysis worker: claims jobs (analyze, batch_analyze, report, cleanup)",
+        description="Run an analysis worker against the store (PYSTRUMENT_MONGODB_URL, or the "
+        "store of a `pystrument up` on this data directory). Workers claim jobs from one "
+        "queue in MongoDB with a lease, so any number may run on any number of machines; a "
+        "job of a worker that died is retried once its lease expires. Analyzers and queue "
+        "settings come from the `analysis:` section of the YAML config (docs/analysis.md). "
+        "Ctrl-C or SIGTERM stops claiming and lets running jobs finish.",
+    )
+    analyzer.add_argument("--concurrency", type=int, help="jobs run at once (default 1)")
+    analyzer.add_argument("--config", help="YAML configuration file (also PYSTRUMENT_CONFIG)")
+    analyzer.add_argument("--mongodb-url", help="MongoDB URL (also PYSTRUMENT_MONGODB_URL)")
+    analyzer.add_argument("--data-dir", help="data directory of a `pystrument up` to join")
+    analyzer.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     projects = sub.add_parser("projects", help="create and list projects")
     psub = projects.add_subparsers(dest="projects_command", metavar="ACTION", required=True)
@@ -122,6 +143,8 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         tls_cert_file=getattr(args, "tls_cert_file", None),
         tls_key_file=getattr(args, "tls_key_file", None),
         log_level=getattr(args, "log_level", None),
+        analyzer_concurrency=getattr(args, "concurrency", None),
+        analyzer_enabled=False if getattr(args, "no_analyzer", False) else None,
     )
 
 
@@ -179,6 +202,7 @@ def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
         print(f"pystrument: cannot open the store: {exc}", file=sys.stderr)
         return 1
     receiver = None
+    worker = None
     try:
         default = None
         if with_default_project:
@@ -188,6 +212,8 @@ def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
         admin = ensure_admin_token(settings, generate=with_default_project)
         receiver = Receiver(store, settings, admin_token=admin.token)
         receiver.start()
+        if with_default_project and settings.analyzer_enabled:
+            worker = _start_worker(store, settings)
         scheme = "https" if receiver.tls else "http"
         host = "localhost" if settings.grpc_host in ("0.0.0.0", "::") else settings.grpc_host
         lines = [
@@ -243,10 +269,55 @@ def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
         stop.restore()
         if receiver is not None:
             receiver.stop()
+        if worker is not None:
+            worker.stop()
         if with_default_project:
             remove_runtime_info(settings.data_dir)
         store.close()
     print("pystrument: stopped.", file=sys.stderr, flush=True)
+    return 0
+
+
+def _start_worker(store: Any, settings: ServerSettings) -> Any:
+    from analysis_service import Worker
+
+    worker = Worker(store, settings.analysis, concurrency=settings.analyzer_concurrency)
+    worker.start()
+    return worker
+
+
+def cmd_analyzer(args: argparse.Namespace) -> int:
+    from pystrument.server import open_admin_store
+    from storage_backend import StoreError
+
+    settings = _settings(args)
+    _configure_logging(settings.log_level)
+    stop = _StopSignal()
+    try:
+        store = open_admin_store(settings)
+        store.ensure_schema()
+    except StoreError as exc:
+        stop.restore()
+        print(f"pystrument: cannot open the store: {exc}", file=sys.stderr)
+        return 1
+    worker = None
+    try:
+        worker = _start_worker(store, settings)
+        print(
+            f"pystrument analyzer {worker.worker_id} running {settings.analyzer_concurrency} "
+            f"job(s) at a time on {store.url}; default analyzer "
+            f"{settings.analysis.default_service!r}. Ctrl-C stops.",
+            flush=True,
+        )
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.restore()
+        if worker is not None:
+            worker.stop()
+        store.close()
+    print("pystrument analyzer: stopped.", file=sys.stderr, flush=True)
     return 0
 
 
@@ -338,6 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_serve(args, with_default_project=True)
     if args.command == "receiver":
         return cmd_serve(args, with_default_project=False)
+    if args.command == "analyzer":
+        return cmd_analyzer(args)
     if args.command == "projects":
         return cmd_projects(args)
     if args.command == "demo":

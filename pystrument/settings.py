@@ -17,6 +17,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from analysis_service.config import AnalysisSettings
 from storage_backend import StoreSettings
 from storage_backend.embedded import default_data_dir
 
@@ -59,6 +60,13 @@ class ServerSettings(BaseSettings):
     tls_cert_file: Path | None = Field(None, description="TLS certificate (PEM) for receivers")
     tls_key_file: Path | None = Field(None, description="TLS private key (PEM) for receivers")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    analyzer_concurrency: int = Field(
+        1, ge=1, le=64, description="jobs one analysis worker runs at once"
+    )
+    analyzer_enabled: bool = Field(True, description="`pystrument up` runs an analysis worker")
+    analysis: AnalysisSettings = Field(
+        default_factory=AnalysisSettings, description="analyzers and job queue (YAML)"
+    )
 
     @classmethod
     def settings_customise_sources(

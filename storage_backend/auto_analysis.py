@@ -13,7 +13,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from storage_backend.errors import StoreError
@@ -35,23 +35,30 @@ class AutoAnalysisTrigger:
         self._seen: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
-    def on_records_stored(self, project: Project, records: Sequence[dict[str, Any]]) -> list[str]:
-        """Enqueue analysis of the slowest over-threshold record per endpoint; return the new
-        job ids. Never raises: the records are stored whatever happens here."""
-        if not project.config.auto_analysis or not records:
+    def on_records_stored(
+        self, projects: Iterable[Project], records: Sequence[dict[str, Any]]
+    ) -> list[str]:
+        """Enqueue analysis of the slowest over-threshold record per project and endpoint
+        (`records` may mix the given projects); return the new job ids. Never raises: the
+        records are stored whatever happens here."""
+        watching = {p.id: p for p in projects if p.config.auto_analysis}
+        if not watching or not records:
             return []
-        threshold = project.config.alert_threshold.response_time
-        slowest: dict[str, dict[str, Any]] = {}
+        slowest: dict[tuple[str, str], dict[str, Any]] = {}
         for record in records:
-            duration = (record.get("performance_metrics") or {}).get("total_duration") or 0.0
-            if duration <= threshold:
+            project = watching.get(record["project_id"])
+            if project is None:
                 continue
-            best = slowest.get(record["endpoint"])
+            duration = (record.get("performance_metrics") or {}).get("total_duration") or 0.0
+            if duration <= project.config.alert_threshold.response_time:
+                continue
+            key = (project.id, record["endpoint"])
+            best = slowest.get(key)
             if best is None or duration > best["performance_metrics"]["total_duration"]:
-                slowest[record["endpoint"]] = record
+                slowest[key] = record
         enqueued = []
-        for endpoint, record in slowest.items():
-            job_id = self._enqueue_once(project, endpoint, record)
+        for (project_id, endpoint), record in slowest.items():
+            job_id = self._enqueue_once(watching[project_id], endpoint, record)
             if job_id:
                 enqueued.append(job_id)
         return enqueued

@@ -69,9 +69,9 @@ def new_job_id() -> str:
     return "job_" + secrets.token_hex(8)
 
 
-def backoff_seconds(attempts: int) -> float:
-    """Delay before retry number `attempts` (1, 2, ...): exponential, capped."""
-    return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
+def backoff_seconds(attempts: int, base: float = BACKOFF_BASE_SECONDS) -> float:
+    """Delay before retry number `attempts` (1, 2, ...): exponential from `base`, capped."""
+    return min(BACKOFF_MAX_SECONDS, base * 2 ** max(0, attempts - 1))
 
 
 @dataclass(slots=True)
@@ -104,8 +104,9 @@ class Job:
 class JobQueue:
     """Enqueue, claim, renew, finish and count jobs. Thread-safe (pymongo clients are)."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, *, backoff_base_seconds: float = BACKOFF_BASE_SECONDS):
         self._col = db[ANALYSIS_JOBS]
+        self.backoff_base_seconds = backoff_base_seconds
 
     def ensure_indexes(self) -> None:
         with translate_errors():
@@ -233,7 +234,7 @@ class JobQueue:
             return ""
         attempts = doc.get("attempts", 1)
         if retryable and attempts < doc.get("max_attempts", DEFAULT_MAX_ATTEMPTS):
-            when = _now() + timedelta(seconds=backoff_seconds(attempts))
+            when = _now() + timedelta(seconds=backoff_seconds(attempts, self.backoff_base_seconds))
             ok = self._update_owned(
                 job_id,
                 worker_id,
@@ -279,7 +280,10 @@ class JobQueue:
                     update: dict[str, Any] = {
                         "$set": {
                             "state": PENDING,
-                            "run_after": now + timedelta(seconds=backoff_seconds(attempts)),
+                            "run_after": now
+                            + timedelta(
+                                seconds=backoff_seconds(attempts, self.backoff_base_seconds)
+                            ),
                             "worker_id": None,
                             "lease_expires_at": None,
                             "error": reason,

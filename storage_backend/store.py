@@ -192,7 +192,7 @@ class Store:
         )
         self._insert_idempotent(SPANS, span_docs)
         record_rollups(self.db, self._insert_idempotent(PERFORMANCE_RECORDS, records))
-        self.auto_analysis.on_records_stored(project, records)
+        self.auto_analysis.on_records_stored([project], records)
         return IngestResult(
             spans=sum(d["span_count"] for d in span_docs),
             span_documents=len(span_docs),
