@@ -1,7 +1,9 @@
 """pystrument's UI: `pystrument ui` (or `streamlit run ui/app.py`).
 
 Navigation and shared state live here (admin gate, project picker, time range,
-auto-refresh); each page is one file in `pages/`. Data comes through `ui.data` only.
+auto-refresh); each page is one file in `views/`. Not `pages/`: Streamlit runs a `pages/`
+folder as a v1 multipage app, so a direct link (/request?record=...) would bypass this
+script. Data comes through `ui.data` only.
 """
 
 from __future__ import annotations
@@ -23,18 +25,25 @@ from ui.components.feedback import show_failure  # noqa: E402
 
 logger = logging.getLogger("ui")
 
-st.set_page_config(page_title="pystrument", page_icon="🔥", layout="wide")
+st.set_page_config(
+    page_title="pystrument", page_icon=":material/local_fire_department:", layout="wide"
+)
 
 PAGES = {
     "Performance": [
-        st.Page("pages/overview.py", title="Overview", icon="📈", default=True),
-        st.Page("pages/endpoints.py", title="Endpoints", icon="🧭"),
-        st.Page("pages/requests.py", title="Requests", icon="🧾"),
-        st.Page("pages/request.py", title="Request detail", icon="🔥", url_path="request"),
-        st.Page("pages/versions.py", title="Versions", icon="🔀"),
+        st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
+        st.Page("views/endpoints.py", title="Endpoints", icon=":material/route:"),
+        st.Page("views/requests.py", title="Requests", icon=":material/list_alt:"),
+        st.Page(
+            "views/request.py",
+            title="Request detail",
+            icon=":material/local_fire_department:",
+            url_path="request",
+        ),
+        st.Page("views/versions.py", title="Versions", icon=":material/compare_arrows:"),
     ],
-    "Analysis": [st.Page("pages/analyses.py", title="Analyses", icon="🩺")],
-    "Settings": [st.Page("pages/projects.py", title="Projects", icon="🗂️")],
+    "Analysis": [st.Page("views/analyses.py", title="Analyses", icon=":material/troubleshoot:")],
+    "Settings": [st.Page("views/projects.py", title="Projects", icon=":material/folder_managed:")],
 }
 
 if context.admin_gate():

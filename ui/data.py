@@ -74,7 +74,7 @@ def update_project_config(
     location: StoreLocation, project_id: str, config: ProjectConfig
 ) -> Project:
     """Save sampling rate, thresholds, auto-analysis and retention of a project."""
-    project = get_store(location).projects.update_config(project_id, config)
+    project = get_store(location).projects.update(project_id, config=config)
     list_projects.clear()
     return project
 

@@ -3,6 +3,7 @@ by our processor, exported over OTLP/gRPC to the real receiver, in two `service.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import urllib.error
 import urllib.request
@@ -71,12 +72,10 @@ def _send_traffic(receiver_endpoint: str, key: str, version: str) -> int:
     thread.start()
     try:
         for path in TRAFFIC:
-            try:
-                urllib.request.urlopen(
-                    f"http://127.0.0.1:{server.server_port}{path}", timeout=30
-                ).read()
-            except urllib.error.HTTPError:
-                pass  # the 404 and the 500 are part of the traffic
+            # the 404 and the 500 are part of the traffic
+            with contextlib.suppress(urllib.error.HTTPError):
+                url = f"http://127.0.0.1:{server.server_port}{path}"
+                urllib.request.urlopen(url, timeout=30).read()
         assert provider.force_flush(30_000)
     finally:
         server.shutdown()

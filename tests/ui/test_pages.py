@@ -67,7 +67,7 @@ def test_time_range_changes_the_buckets(app) -> None:
 
 
 def test_endpoints_table_and_merged_flame_graph(app) -> None:
-    at = _open(app, "pages/endpoints.py")
+    at = _open(app, "views/endpoints.py")
     _ok(at)
     table = _dataframes(at)[0].value
     assert set(table["endpoint"]) >= {"GET /api/reports/sales", "GET /api/orders", "GET /api/fail"}
@@ -83,7 +83,7 @@ def test_endpoints_table_and_merged_flame_graph(app) -> None:
 
 
 def test_requests_filters_change_the_list(app) -> None:
-    at = _open(app, "pages/requests.py")
+    at = _open(app, "views/requests.py")
     _ok(at)
     assert len(_dataframes(at)[0].value) == 18
     at.selectbox(key="req_status").select("5xx").run()
@@ -117,7 +117,7 @@ def _slowest_record(shop_data) -> q.RequestSummary:
 def test_request_page_shows_flame_graph_text_tree_waterfall_and_downloads(app, shop_data) -> None:
     record = _slowest_record(shop_data)
     app.query_params["record"] = record.id
-    at = _open(app, "pages/request.py")
+    at = _open(app, "views/request.py")
     _ok(at)
     assert at.title[0].value == "GET /api/reports/sales"
     metrics = {m.label: m.value for m in at.metric}
@@ -135,13 +135,13 @@ def test_request_page_shows_flame_graph_text_tree_waterfall_and_downloads(app, s
 
 def test_request_page_explains_a_bad_link(app) -> None:
     app.query_params["record"] = "no-such-record"
-    at = _open(app, "pages/request.py")
+    at = _open(app, "views/request.py")
     assert not at.exception
     assert "No request 'no-such-record'" in at.error[0].value
 
 
 def test_versions_page_compares_two_versions(app) -> None:
-    at = _open(app, "pages/versions.py")
+    at = _open(app, "views/versions.py")
     _ok(at)
     assert at.selectbox(key="ver_base").value == "1.0.0"
     assert at.selectbox(key="ver_target").value == "1.1.0"
@@ -153,7 +153,7 @@ def test_versions_page_compares_two_versions(app) -> None:
 
 
 def test_projects_page_creates_a_project_and_shows_its_key_once(app, shop_data) -> None:
-    at = _open(app, "pages/projects.py")
+    at = _open(app, "views/projects.py")
     _ok(at)
     at.text_input[0].input("checkout")
     at.button[0].click()  # the create form's submit
@@ -195,7 +195,7 @@ def test_analyze_button_enqueues_a_job_and_shows_its_result(app, shop_data) -> N
 
     record = _slowest_record(shop_data)
     app.query_params["record"] = record.id
-    at = _open(app, "pages/request.py")
+    at = _open(app, "views/request.py")
     at.button(key="analyze_one").click().run()
     _ok(at)
     job_id = at.session_state["pystrument_jobs"][record.id]
@@ -217,7 +217,7 @@ def test_analyze_button_enqueues_a_job_and_shows_its_result(app, shop_data) -> N
 
 
 def test_analyses_page_batches_the_slowest_requests(app, shop_data) -> None:
-    at = _open(app, "pages/analyses.py")
+    at = _open(app, "views/analyses.py")
     _ok(at)
     before = shop_data.store.jobs.stats()["by_type"].get("batch_analyze", {}).get("pending", 0)
     at.selectbox(key="batch_endpoint").select("GET /api/orders")

@@ -9,13 +9,17 @@ import streamlit as st
 from ui import data
 from ui.settings import StoreLocation
 
-SEVERITY = {"critical": "🟥", "high": "🟧", "medium": "🟨", "low": "🟩"}
-PRIORITY = {"high": "🔴", "medium": "🟠", "low": "🟢"}
+SEVERITY = {"critical": "red", "high": "orange", "medium": "violet", "low": "gray"}
+PRIORITY = {
+    "high": ":red-badge[high]",
+    "medium": ":orange-badge[medium]",
+    "low": ":gray-badge[low]",
+}
 STATE_BADGE = {
-    "pending": "⏳ waiting for a worker",
-    "running": "⚙️ running",
-    "completed": "✅ done",
-    "failed": "❌ failed",
+    "pending": ":orange-badge[:material/hourglass_top: waiting for a worker]",
+    "running": ":blue-badge[:material/autorenew: running]",
+    "completed": ":green-badge[:material/check: done]",
+    "failed": ":red-badge[:material/error: failed]",
 }
 
 
@@ -50,7 +54,8 @@ def render_analysis(doc: dict[str, Any]) -> None:
         st.markdown("##### Bottlenecks")
         for b in bottlenecks:
             st.markdown(
-                f"{SEVERITY.get(b.get('severity'), '▫️')} **{b.get('function', '?')}** · "
+                f":{SEVERITY.get(b.get('severity'), 'gray')}-badge[{b.get('severity', '?')}] "
+                f"**{b.get('function', '?')}** · "
                 f"{b.get('type', '')} · {b.get('impact', 0):.0%} of the time  \n"
                 f"{b.get('description', '')}"
             )
@@ -90,7 +95,7 @@ def job_status(location: StoreLocation, job_id: str) -> None:
         state = job.get("state", "?")
         attempts = f" · attempt {job.get('attempts', 0)}/{job.get('max_attempts', '?')}"
         st.markdown(
-            f"Job `{job_id}` ({job.get('type')}): **{STATE_BADGE.get(state, state)}**"
+            f"Job `{job_id}` ({job.get('type')}): {STATE_BADGE.get(state, state)}"
             + (attempts if job.get("attempts") else "")
         )
         if state == "pending":

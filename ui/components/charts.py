@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
 from storage_backend.queries import Trends
 
 P_COLORS = {"p50": "#2563eb", "p95": "#f97316", "p99": "#dc2626"}
@@ -71,8 +72,8 @@ def trends_figure(trends: Trends, *, height: int = 420) -> go.Figure:
     figure.update_layout(
         barmode="stack",
         height=height,
-        margin={"t": 30, "l": 10, "r": 10, "b": 10},
-        legend={"orientation": "h", "y": 1.08, "x": 1, "xanchor": "right"},
+        margin={"t": 30, "l": 10, "r": 10, "b": 30},
+        legend={"orientation": "h", "y": -0.12, "x": 0, "xanchor": "left"},
         hovermode="x unified",
     )
     figure.update_yaxes(title_text="ms", row=1, col=1, rangemode="tozero")

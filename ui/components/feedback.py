@@ -47,7 +47,9 @@ def empty_state(project: Project | None, what: str = "requests") -> None:
             "No projects yet. Create one on the **Projects** page (or run `pystrument up`, "
             "which creates `default`), then point your app at the receiver."
         )
-        st.page_link("pages/projects.py", label="Create a project", icon="🗂️")
+        st.page_link(
+            "views/projects.py", label="Create a project", icon=":material/folder_managed:"
+        )
         return
     st.info(
         f"No {what} for **{project.name}** in this time range yet. Point an app at the "

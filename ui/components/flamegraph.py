@@ -110,6 +110,8 @@ def icicle_figure(
     node with the CallTreeNode fields (a merged endpoint tree too; `scope` names the whole)."""
     rows = flame_rows(tree)
     top = max(rows.self_share, default=0.0) or 1.0
+    depth = max((d for _n, d in iter_nodes(tree)), default=0) + 1
+    height = min(height, 60 + 46 * min(depth, max_depth))  # shallow trees: no giant bars
     figure = go.Figure(
         go.Icicle(
             ids=rows.ids,

@@ -6,12 +6,28 @@ from collections.abc import Sequence
 from typing import Any
 
 import streamlit as st
-from storage_backend.queries import RequestSummary
 
+from storage_backend.queries import RequestSummary
 from ui import data
 from ui.settings import StoreLocation
 
-REQUEST_PAGE = "pages/request.py"
+REQUEST_PAGE = "views/request.py"
+REQUEST_COLUMNS = {
+    "id": None,
+    "time": st.column_config.DatetimeColumn(format="MMM D, HH:mm:ss"),
+    "duration (ms)": st.column_config.NumberColumn(format="%.1f"),
+    "cpu (ms)": st.column_config.NumberColumn(format="%.1f"),
+    "profiled": st.column_config.CheckboxColumn(help="has a call tree"),
+}
+"""Column settings of every requests table (the id is kept for selection, not shown)."""
+HOT_FRAME_COLUMNS = {
+    "self_ms": st.column_config.NumberColumn("self (ms)", format="%.1f"),
+    "self_share": st.column_config.ProgressColumn(
+        "share of time", min_value=0, max_value=1, format="percent"
+    ),
+    "calls_in_tree": st.column_config.NumberColumn("frames", help="places in the call tree"),
+}
+"""Column settings of the "hottest functions" tables (`flamegraph.hottest_frames` rows)."""
 
 
 def requests_frame(items: Sequence[RequestSummary]) -> list[dict[str, Any]]:
@@ -25,7 +41,7 @@ def requests_frame(items: Sequence[RequestSummary]) -> list[dict[str, Any]]:
             "duration (ms)": round(r.duration * 1000, 1),
             "cpu (ms)": round(r.cpu_time * 1000, 1) if r.cpu_time is not None else None,
             "version": r.version or "",
-            "profiled": "🔥" if r.has_profile else "",
+            "profiled": r.has_profile,
         }
         for r in items
     ]

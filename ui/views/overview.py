@@ -7,7 +7,12 @@ import streamlit as st
 from ui import context, data
 from ui.components.charts import format_ms, trends_figure
 from ui.components.feedback import empty_state
-from ui.components.tables import analyses_table, open_request_on_select, requests_frame
+from ui.components.tables import (
+    REQUEST_COLUMNS,
+    analyses_table,
+    open_request_on_select,
+    requests_frame,
+)
 
 ctx = context.current()
 project = ctx.project
@@ -57,11 +62,16 @@ with left:
         },
         key="overview_slowest_endpoints",
     )
-    st.page_link("pages/endpoints.py", label="All endpoints →")
+    st.page_link("views/endpoints.py", label="All endpoints →")
 with right:
     st.subheader("Recent slow requests")
+    st.caption(f"The newest requests slower than the range's p95 ({format_ms(overall.p95)})")
+    # Newest-first over a duration floor walks the (project, time) index and stops after a
+    # page; "slowest first" would sort every request of the range.
     page = data.list_requests(
-        ctx.location, project.id, data.RequestQuery(since=trends.since, sort="-duration", size=8)
+        ctx.location,
+        project.id,
+        data.RequestQuery(since=trends.since, min_duration=overall.p95, size=8),
     )
     selection = st.dataframe(
         requests_frame(page.items),
@@ -69,11 +79,11 @@ with right:
         use_container_width=True,
         on_select="rerun",
         selection_mode="single-row",
-        column_config={"id": None},
+        column_config=REQUEST_COLUMNS,
         key="overview_slow_requests",
     )
     open_request_on_select(selection, page.items)
-    st.page_link("pages/requests.py", label="All requests →")
+    st.page_link("views/requests.py", label="All requests →")
 
 st.subheader("Latest analyses")
 analyses_table(ctx.location, project.id, limit=5, key="overview_analyses")

@@ -8,6 +8,7 @@ from ui import context, data
 from ui.components.charts import format_ms, trends_figure
 from ui.components.feedback import empty_state
 from ui.components.flamegraph import hottest_frames, icicle_figure
+from ui.components.tables import HOT_FRAME_COLUMNS
 
 SPARKLINE_ENDPOINTS = 40  # one trends query each: enough for a page, bounded for the store
 
@@ -98,10 +99,6 @@ st.dataframe(
     hottest_frames(merged.root),
     hide_index=True,
     use_container_width=True,
-    column_config={
-        "self_share": st.column_config.ProgressColumn(
-            "share", min_value=0, max_value=1, format="percent"
-        )
-    },
+    column_config=HOT_FRAME_COLUMNS,
     key="endpoint_hot",
 )

@@ -10,7 +10,12 @@ from ui.components.analysis_report import job_status, render_analysis
 from ui.components.charts import format_ms
 from ui.components.flamegraph import hottest_frames, icicle_figure
 from ui.components.profile_export import profile_html, speedscope_json
-from ui.components.tables import open_request_on_select, requests_frame
+from ui.components.tables import (
+    HOT_FRAME_COLUMNS,
+    REQUEST_COLUMNS,
+    open_request_on_select,
+    requests_frame,
+)
 from ui.components.text_tree import TREE_CSS, collapsible_html, console_text
 from ui.components.waterfall import waterfall_figure
 
@@ -39,7 +44,7 @@ if not record_id:
         use_container_width=True,
         on_select="rerun",
         selection_mode="single-row",
-        column_config={"id": None},
+        column_config=REQUEST_COLUMNS,
         key="detail_pick",
     )
     open_request_on_select(chosen, slow.items)
@@ -50,10 +55,10 @@ if detail is None:
     st.error(f"No request {record_id!r}: it may have expired (retention) or the link is wrong.")
     st.stop()
 s = detail.summary
-status_badge = "🟥" if s.is_error else "🟩"
+status_badge = f":{'red' if s.is_error else 'green'}-badge[{s.status_code or '—'}]"
 st.title(s.endpoint)
 st.caption(
-    f"{status_badge} {s.status_code or '—'} · {s.method or ''} `{s.path or ''}` · "
+    f"{status_badge} {s.method or ''} `{s.path or ''}` · "
     f"{s.timestamp:%Y-%m-%d %H:%M:%S} UTC · version `{s.version or '—'}` · "
     f"service `{s.service_name or '—'}` · trace `{s.trace_id}`"
 )
@@ -76,7 +81,13 @@ cols[len(shown)].metric(
 
 tree = detail.call_tree
 tab_flame, tab_text, tab_trace, tab_analysis, tab_raw = st.tabs(
-    ["🔥 Call tree", "🌲 Text tree", "🧵 Trace", "🩺 Analysis", "📄 Record"]
+    [
+        ":material/local_fire_department: Call tree",
+        ":material/account_tree: Text tree",
+        ":material/view_timeline: Trace",
+        ":material/troubleshoot: Analysis",
+        ":material/data_object: Record",
+    ]
 )
 with tab_flame:
     if tree is None:
@@ -98,11 +109,7 @@ with tab_flame:
                 hottest_frames(tree, limit=10),
                 hide_index=True,
                 use_container_width=True,
-                column_config={
-                    "self_share": st.column_config.ProgressColumn(
-                        "share", min_value=0, max_value=1, format="percent"
-                    )
-                },
+                column_config=HOT_FRAME_COLUMNS,
                 key="request_hot",
             )
         with right:

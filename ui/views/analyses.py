@@ -87,5 +87,5 @@ with st.container(border=True):
     record_id = history[picked].get("record_id")
     if record_id:
         st.page_link(
-            "pages/request.py", label="Open the request →", query_params={"record": record_id}
+            "views/request.py", label="Open the request →", query_params={"record": record_id}
         )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import streamlit as st
-from storage_backend.queries import TIME_RANGES
 
+from storage_backend.queries import TIME_RANGES
 from ui import context, data
 from ui.components.feedback import empty_state
-from ui.components.tables import open_request_on_select, requests_frame
+from ui.components.tables import REQUEST_COLUMNS, open_request_on_select, requests_frame
 
 ANY = "any"
 STATUS_CLASSES = [ANY, "2xx", "3xx", "4xx", "5xx"]
@@ -78,11 +78,7 @@ selection = st.dataframe(
     use_container_width=True,
     on_select="rerun",
     selection_mode="single-row",
-    column_config={
-        "id": None,
-        "time": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
-        "duration (ms)": st.column_config.NumberColumn(format="%.1f"),
-    },
+    column_config=REQUEST_COLUMNS,
     key="requests_table",
 )
 open_request_on_select(selection, result.items)
