@@ -57,6 +57,7 @@ class Up:
                 "127.0.0.1",
                 "--http-port",
                 "0",
+                "--no-ui",  # tests never bind 8501; tests/ui covers the UI child
             ],
             env=_env(data_dir),
             stdout=subprocess.PIPE,
