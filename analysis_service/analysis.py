@@ -12,22 +12,17 @@ from typing import Any
 from analysis_service.analyzers import AnalyzerError, build_analyzer
 from analysis_service.config import AnalysisSettings
 from analysis_service.inputs import AnalysisInput, RecordNotFoundError, load_input
-from storage_backend import ProjectNotFoundError, Store
+from storage_backend import Project, ProjectNotFoundError, Store
 
 logger = logging.getLogger(__name__)
 
 AI_SERVICE_UNAVAILABLE = 20005  # the REST API's error code, kept with the failure
 
 
-def choose_service(store: Store, settings: AnalysisSettings, record: dict[str, Any],
-                   requested: str | None) -> str | None:  # fmt: skip
-    """The service to use: the job's request, else the project's `ai_service`, else the
-    server default."""
-    if requested:
-        return requested
+def _project(store: Store, project_id: str) -> Project | None:
     try:
-        return store.projects.get(record["project_id"]).config.ai_service
-    except ProjectNotFoundError:
+        return store.projects.get(project_id)
+    except ProjectNotFoundError:  # deleted since: the analysis still stands on its own
         return None
 
 
@@ -49,7 +44,10 @@ def analyze_record(
     """
     started = time.monotonic()
     inp: AnalysisInput = load_input(store, record_id)
-    name, config = settings.service(choose_service(store, settings, inp.record, service))
+    project = _project(store, inp.record["project_id"])
+    # The job's choice, else the project's `ai_service`, else the server default.
+    name, config = settings.service(service or (project.config.ai_service if project else None))
+    now = datetime.now(timezone.utc)
     doc: dict[str, Any] = {
         "_id": analysis_id,
         "job_id": job_id,
@@ -65,8 +63,10 @@ def analyze_record(
             "version": config.version,
         },
         "analysis_input": inp.summary(),
-        "created_at": datetime.now(timezone.utc),
+        "created_at": now,
     }
+    if project is not None:
+        doc["expire_at"] = store.retention_policy.analysis_expiry(project, now)
     try:
         output = build_analyzer(name, config, settings.analysis_templates).analyze(inp)
     except AnalyzerError as exc:

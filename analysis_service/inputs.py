@@ -41,6 +41,19 @@ def iter_with_owner(
         yield from iter_with_owner(child, here)
 
 
+FunctionKey = tuple[str, str, int]  # (function, file, line)
+
+
+def self_time_by_app_function(tree: CallTreeNode) -> dict[FunctionKey, float]:
+    """Seconds of self time charged to each app function: its own plus the library and
+    builtin time below it (until the next app frame)."""
+    charged: dict[FunctionKey, float] = defaultdict(float)
+    for node, owner in iter_with_owner(tree):
+        if owner is not None:
+            charged[(owner.function, owner.file, owner.line)] += node.self_time
+    return charged
+
+
 def normalize_statement(statement: str) -> str:
     """A DB statement with literals replaced by `?`, whitespace collapsed: the shape that
     repeats in an N+1 pattern whatever the ids are."""
@@ -76,14 +89,12 @@ class AnalysisInput:
         and builtin time below them), largest first, with their share of the request."""
         if self.tree is None:
             return []
-        charged: dict[tuple[str, str, int], float] = defaultdict(float)
-        totals: dict[tuple[str, str, int], float] = {}
+        charged = self_time_by_app_function(self.tree)
+        totals: dict[FunctionKey, float] = {}
         for node, owner in iter_with_owner(self.tree):
-            if owner is None:
-                continue
-            key = (owner.function, owner.file, owner.line)
-            charged[key] += node.self_time
-            totals[key] = max(totals.get(key, 0.0), owner.total_time)
+            if owner is node:
+                key = (node.function, node.file, node.line)
+                totals[key] = max(totals.get(key, 0.0), node.total_time)
         whole = self.tree.total_time or self.duration or 1.0
         ranked = sorted(charged.items(), key=lambda kv: kv[1], reverse=True)[:limit]
         return [

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from datetime import datetime
 from typing import Any
 
-from analysis_service.inputs import is_app_code, iter_with_owner
+from analysis_service.inputs import self_time_by_app_function
 from otel_pyinstrument_processor import ProfileDecodeError, decode_profile
 from storage_backend import Store
 
@@ -116,13 +116,10 @@ def _top_functions(store: Store, window: dict[str, Any]) -> list[dict[str, Any]]
             tree = decode_profile(doc["profile"]["tree"], doc["profile"].get("format"))
         except ProfileDecodeError:
             continue
-        here: set[tuple[str, str, int]] = set()
-        for node, owner in iter_with_owner(tree):
-            if owner is not None and is_app_code(owner.file):
-                key = (owner.function, owner.file, owner.line)
-                self_time[key] += node.self_time
-                here.add(key)
-        seen_in.update(here)
+        charged = self_time_by_app_function(tree)
+        for key, seconds in charged.items():
+            self_time[key] += seconds
+        seen_in.update(charged.keys())
     ranked = sorted(self_time.items(), key=lambda kv: kv[1], reverse=True)[:TOP_FUNCTIONS]
     return [
         {

@@ -45,6 +45,20 @@ def analysis_id_for(job_id: str, index: int = 0) -> str:
     return f"ana_{job_id.removeprefix('job_')}" + (f"_{index}" if index else "")
 
 
+def _analyze(ctx: TaskContext, job: Job, record_id: str, analysis_id: str, *,
+             final_attempt: bool) -> None:  # fmt: skip
+    analyze_record(
+        ctx.store,
+        ctx.settings,
+        record_id,
+        analysis_id=analysis_id,
+        job_id=job.id,
+        analysis_type=job.payload.get("analysis_type", "manual"),
+        service=job.payload.get("ai_service"),
+        final_attempt=final_attempt,
+    )
+
+
 def run_analyze(ctx: TaskContext, job: Job) -> dict[str, Any]:
     """Analyse `payload.record_id` with `payload.ai_service` (or the project's/default)."""
     record_id = job.payload.get("record_id")
@@ -52,16 +66,7 @@ def run_analyze(ctx: TaskContext, job: Job) -> dict[str, Any]:
         raise JobFailure("analyze job without record_id")
     analysis_id = analysis_id_for(job.id)
     try:
-        analyze_record(
-            ctx.store,
-            ctx.settings,
-            record_id,
-            analysis_id=analysis_id,
-            job_id=job.id,
-            analysis_type=job.payload.get("analysis_type", "manual"),
-            service=job.payload.get("ai_service"),
-            final_attempt=job.attempts >= job.max_attempts,
-        )
+        _analyze(ctx, job, record_id, analysis_id, final_attempt=job.attempts >= job.max_attempts)
     except RecordNotFoundError as exc:
         raise JobFailure(str(exc)) from None
     except KeyError as exc:  # an unknown AI service name
@@ -81,15 +86,8 @@ def run_batch_analyze(ctx: TaskContext, job: Job) -> dict[str, Any]:
     for index, record_id in enumerate(record_ids, start=1):
         analysis_id = analysis_id_for(job.id, index)
         try:
-            analyze_record(
-                ctx.store,
-                ctx.settings,
-                record_id,
-                analysis_id=analysis_id,
-                job_id=job.id,
-                analysis_type=job.payload.get("analysis_type", "manual"),
-                service=job.payload.get("ai_service"),
-            )
+            # Each record gets one attempt: the batch itself is not retried per record.
+            _analyze(ctx, job, record_id, analysis_id, final_attempt=True)
             outcomes.append({"record_id": record_id, "analysis_id": analysis_id,
                              "status": "completed"})  # fmt: skip
         except (AnalyzerError, RecordNotFoundError, KeyError) as exc:

@@ -29,6 +29,8 @@ from otel_pyinstrument_processor import attributes as profile_attrs
 from storage_backend import ResourceSpans, SpanData, Store
 from storage_backend.embedded import EmbeddedServer
 
+STATEMENT = "SELECT * FROM items WHERE id = ?"
+
 
 def _noop(ctx, job):
     return None
@@ -71,7 +73,7 @@ def _records(store: Store, project, count: int) -> list[str]:
             spans.append(SpanData(trace, secrets.token_hex(8), span, "SELECT", "client",
                                   t0 + q, t0 + q + 20_000_000,
                                   {"db.system": "sqlite",
-                                   "db.statement": "SELECT * FROM items WHERE id = ?"}))  # fmt: skip
+                                   "db.statement": STATEMENT}))  # fmt: skip
         store.ingest(project, [ResourceSpans({"service.name": "bench"}, spans)])
         ids.append(trace + span)
     return ids

@@ -1,6 +1,7 @@
 """Stored analyses in `ai_analysis_results` (the brief's section 3.2 schema).
 
-One document per analysis of one performance record, written when the analysis finished:
+One document per analysis of one performance record, written when the analysis finished
+(with `expire_at` from the retention policy: the TTL index in schema.py expires it):
 `status` is "completed" with `analysis_results`, or "failed" with `error` (the reason), so a
 provider outage is visible in the history rather than lost in a log.
 """
@@ -15,8 +16,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 
 from storage_backend.errors import translate_errors
-
-AI_ANALYSIS_RESULTS = "ai_analysis_results"
+from storage_backend.schema import AI_ANALYSIS_RESULTS
 
 ANALYSIS_INDEXES = [
     IndexModel([("project_id", ASCENDING), ("created_at", DESCENDING)], name="project_time"),

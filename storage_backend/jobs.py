@@ -313,17 +313,23 @@ class JobQueue:
         with translate_errors():
             return self._col.find_one({"_id": job_id})
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, *, project_id: str | None = None) -> dict[str, Any]:
         """Counts by state and by type (and both), and the oldest pending job's age in
-        seconds (None when nothing waits): the brief's Flower view."""
+        seconds (None when nothing waits): the brief's Flower view. With `project_id`,
+        only that project's jobs."""
+        scope = {"project_id": project_id} if project_id else {}
         with translate_errors():
             groups = list(
                 self._col.aggregate(
-                    [{"$group": {"_id": {"state": "$state", "type": "$type"}, "n": {"$sum": 1}}}]
+                    [
+                        {"$match": scope},
+                        {"$group": {"_id": {"state": "$state", "type": "$type"},
+                                    "n": {"$sum": 1}}},
+                    ]
                 )
-            )
+            )  # fmt: skip
             oldest = self._col.find_one(
-                {"state": PENDING}, {"created_at": 1}, sort=[("created_at", ASCENDING)]
+                {**scope, "state": PENDING}, {"created_at": 1}, sort=[("created_at", ASCENDING)]
             )
         by_state = dict.fromkeys(JOB_STATES, 0)
         by_type: dict[str, dict[str, int]] = {}

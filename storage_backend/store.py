@@ -192,6 +192,7 @@ class Store:
         )
         self._insert_idempotent(SPANS, span_docs)
         record_rollups(self.db, self._insert_idempotent(PERFORMANCE_RECORDS, records))
+        # One call after the inserts (with a multi-project write: all its projects, records).
         self.auto_analysis.on_records_stored([project], records)
         return IngestResult(
             spans=sum(d["span_count"] for d in span_docs),

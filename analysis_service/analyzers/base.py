@@ -37,6 +37,11 @@ class AnalyzerError(Exception):
         self.unavailable = unavailable
 
 
+def service_unavailable(reason: str) -> AnalyzerError:
+    """A retryable failure to reach the AI service (timeout, connection refused)."""
+    return AnalyzerError(reason, retryable=True, unavailable=True)
+
+
 class Analyzer(Protocol):
     """Anything with a provider name and `analyze`."""
 

@@ -29,7 +29,10 @@ BLOCKING_FRAMES = frozenset(
         "urlopen", "request", "getresponse", "_blocking_io",
     }
 )  # fmt: skip
-DB_DRIVER_FRAMES = frozenset({"execute", "executemany", "fetchall", "fetchone", "fetchmany"})
+# DB-API calls (and what OpenTelemetry's dbapi proxies wrap around them).
+DB_DRIVER_FRAMES = frozenset(
+    {"execute", "executemany", "fetchall", "fetchone", "fetchmany", "cursor", "callproc"}
+)
 _SEVERITY_PENALTY = {"critical": 30, "high": 18, "medium": 8, "low": 3}
 
 

@@ -8,7 +8,7 @@ import json
 
 import httpx
 
-from analysis_service.analyzers.base import AnalyzerError, AnalyzerOutput
+from analysis_service.analyzers.base import AnalyzerError, AnalyzerOutput, service_unavailable
 from analysis_service.analyzers.prompt import parse_answer
 from analysis_service.config import AIServiceConfig
 from analysis_service.inputs import AnalysisInput
@@ -34,13 +34,9 @@ class CustomHttpAnalyzer:
                 timeout=cfg.timeout,
             )
         except httpx.TimeoutException:
-            raise AnalyzerError(
-                f"AI service timed out after {cfg.timeout}s", retryable=True, unavailable=True
-            ) from None
+            raise service_unavailable(f"AI service timed out after {cfg.timeout}s") from None
         except httpx.HTTPError as exc:
-            raise AnalyzerError(
-                f"AI service unreachable: {exc}", retryable=True, unavailable=True
-            ) from None
+            raise service_unavailable(f"AI service unreachable: {exc}") from None
         if resp.status_code >= 400:
             transient = resp.status_code == 429 or resp.status_code >= 500
             raise AnalyzerError(

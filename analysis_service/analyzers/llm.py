@@ -8,7 +8,7 @@ import logging
 
 import openai
 
-from analysis_service.analyzers.base import AnalyzerError, AnalyzerOutput
+from analysis_service.analyzers.base import AnalyzerError, AnalyzerOutput, service_unavailable
 from analysis_service.analyzers.prompt import build_messages, parse_answer
 from analysis_service.config import AIServiceConfig
 from analysis_service.inputs import AnalysisInput
@@ -44,18 +44,11 @@ class OpenAIAnalyzer:
                 response_format={"type": "json_object"},
             )
         except openai.RateLimitError as exc:
-            raise AnalyzerError(
-                f"AI service rate limit (HTTP 429): {_detail(exc)}", retryable=True,
-                unavailable=True,
-            ) from None  # fmt: skip
+            raise service_unavailable(f"AI service rate limit (HTTP 429): {_detail(exc)}") from None
         except openai.APITimeoutError:
-            raise AnalyzerError(
-                f"AI service timed out after {cfg.timeout}s", retryable=True, unavailable=True
-            ) from None
+            raise service_unavailable(f"AI service timed out after {cfg.timeout}s") from None
         except openai.APIConnectionError as exc:
-            raise AnalyzerError(
-                f"AI service unreachable: {exc}", retryable=True, unavailable=True
-            ) from None
+            raise service_unavailable(f"AI service unreachable: {exc}") from None
         except openai.APIStatusError as exc:
             server_side = exc.status_code >= 500
             raise AnalyzerError(

@@ -2,9 +2,9 @@
 queue stats. Thin: enqueue through `storage_backend`'s job queue, read analyses and jobs;
 the analysis service's workers do the work.
 
-Access: every route needs a project key (`authorization: Bearer <key>` or
-`x-pystrument-project-key`) and only shows that project's records, analyses and jobs.
-Queue stats are queue-wide counts (no project data).
+Access (access.py): the admin token sees every project; a project key (`authorization:
+Bearer <key>` or `x-pystrument-project-key`) only its own project's records, analyses and
+tasks, and queue stats of its own jobs. Projects are named by id in paths, never by key.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from collector_receiver.api.access import Caller, CallerDep
 from collector_receiver.api.envelope import ApiError, ErrorCode, success
-from collector_receiver.auth import key_from_headers
-from collector_receiver.errors import AuthenticationError
-from storage_backend import Project, Store
+from storage_backend import Store
 from storage_backend.jobs import JobAlreadyActiveError
 
 router = APIRouter(prefix="/api/v1/analysis", tags=["analysis"])
@@ -32,18 +31,7 @@ def _store(request: Request) -> Store:
     return request.app.state.store
 
 
-def _project(request: Request) -> Project:
-    """The project whose key the request carries (401 envelope otherwise)."""
-    try:
-        return request.app.state.ingestor.resolver.resolve(
-            key_from_headers(request.headers.items())
-        )
-    except AuthenticationError as exc:
-        raise ApiError(ErrorCode.AUTHENTICATION_ERROR, str(exc)) from None
-
-
 StoreDep = Annotated[Store, Depends(_store)]
-ProjectDep = Annotated[Project, Depends(_project)]
 
 
 def _public(doc: dict[str, Any]) -> dict[str, Any]:
@@ -51,17 +39,19 @@ def _public(doc: dict[str, Any]) -> dict[str, Any]:
     return {"id": doc["_id"], **out}
 
 
-def _owned(doc: dict[str, Any] | None, project: Project, what: str, ident: str) -> dict:
+def _owned(doc: dict[str, Any] | None, caller: Caller, what: str, ident: str) -> dict:
     # Another project's object is reported exactly like a missing one: ids are not probes.
-    if doc is None or doc.get("project_id") != project.id:
+    if doc is None or not (
+        caller.is_admin or (caller.project and doc.get("project_id") == caller.project.id)
+    ):
         raise ApiError(ErrorCode.PARAMETER_ERROR, f"no {what} {ident!r}")
     return doc
 
 
-def _enqueue(store: Store, job_type: str, payload: dict, project: Project, dedupe: str | None):
+def _enqueue(store: Store, job_type: str, payload: dict, project_id: str, dedupe: str | None):
     try:
         return store.jobs.enqueue(
-            job_type, payload, project_id=project.id, priority=ON_DEMAND_PRIORITY,
+            job_type, payload, project_id=project_id, priority=ON_DEMAND_PRIORITY,
             dedupe_key=dedupe,
         )  # fmt: skip
     except JobAlreadyActiveError as exc:
@@ -72,51 +62,58 @@ def _enqueue(store: Store, job_type: str, payload: dict, project: Project, dedup
 def analyze(
     record_id: str,
     store: StoreDep,
-    project: ProjectDep,
+    caller: CallerDep,
     ai_service: Annotated[str | None, Query(description="configured service name")] = None,
 ) -> dict[str, Any]:
     """Enqueue an analysis; returns its `task_id` (poll `task-status`). 20006 when the
     record is already being analysed."""
-    record = store.collection("performance_records").find_one({"_id": record_id}, {"project_id": 1})
-    _owned(record, project, "performance record", record_id)
+    records = store.collection("performance_records")
+    record = _owned(
+        records.find_one({"_id": record_id}, {"project_id": 1}),
+        caller,
+        "performance record",
+        record_id,
+    )
     payload = {"record_id": record_id, "analysis_type": "manual", "ai_service": ai_service}
-    task_id = _enqueue(store, "analyze", payload, project, f"analyze:{record_id}")
+    task_id = _enqueue(store, "analyze", payload, record["project_id"], f"analyze:{record_id}")
     return success({"task_id": task_id, "status": "pending"})
 
 
 class BatchRequest(BaseModel):
     record_ids: list[str] = Field(min_length=1, max_length=MAX_BATCH)
     ai_service: str | None = None
+    project_id: str | None = Field(None, description="with the admin token: the records' project")
 
 
-@router.post("/batch-analyze", summary="Analyse several performance records")
-def batch_analyze(body: BatchRequest, store: StoreDep, project: ProjectDep) -> dict[str, Any]:
-    """One job analysing every listed record of this project."""
+@router.post("/batch-analyze", summary="Analyse several performance records of one project")
+def batch_analyze(body: BatchRequest, store: StoreDep, caller: CallerDep) -> dict[str, Any]:
+    """One job analysing every listed record (all of one project)."""
+    project_id = caller.default_project_id(body.project_id)
     ids = list(dict.fromkeys(body.record_ids))
     found = {
         d["_id"]
         for d in store.collection("performance_records").find(
-            {"_id": {"$in": ids}, "project_id": project.id}, {"_id": 1}
+            {"_id": {"$in": ids}, "project_id": project_id}, {"_id": 1}
         )
     }
     missing = [i for i in ids if i not in found]
     if missing:
         raise ApiError(ErrorCode.PARAMETER_ERROR, f"no performance records {missing[:5]}")
     payload = {"record_ids": ids, "analysis_type": "manual", "ai_service": body.ai_service}
-    task_id = _enqueue(store, "batch_analyze", payload, project, None)
+    task_id = _enqueue(store, "batch_analyze", payload, project_id, None)
     return success({"task_id": task_id, "status": "pending", "records": len(ids)})
 
 
 @router.get("/result/{analysis_id}", summary="One analysis")
-def result(analysis_id: str, store: StoreDep, project: ProjectDep) -> dict[str, Any]:
-    doc = _owned(store.analyses.get(analysis_id), project, "analysis", analysis_id)
+def result(analysis_id: str, store: StoreDep, caller: CallerDep) -> dict[str, Any]:
+    doc = _owned(store.analyses.get(analysis_id), caller, "analysis", analysis_id)
     return success(_public(doc))
 
 
 @router.get("/task-status/{task_id}", summary="State of an analysis, report or batch job")
-def task_status(task_id: str, store: StoreDep, project: ProjectDep) -> dict[str, Any]:
+def task_status(task_id: str, store: StoreDep, caller: CallerDep) -> dict[str, Any]:
     """pending | running | completed | failed, attempts, the error, and the analyses made."""
-    job = _owned(store.jobs.get(task_id), project, "task", task_id)
+    job = _owned(store.jobs.get(task_id), caller, "task", task_id)
     analyses = [
         {"id": a["_id"], "record_id": a.get("record_id"), "status": a.get("status")}
         for a in store.analyses.for_job(task_id)
@@ -141,51 +138,41 @@ def task_status(task_id: str, store: StoreDep, project: ProjectDep) -> dict[str,
     )
 
 
-@router.get("/history/{project_ref}", summary="A project's analyses, newest first")
+@router.get("/history/{project_id}", summary="A project's analyses, newest first")
 def history(
-    project_ref: str,
+    project_id: str,
     store: StoreDep,
-    project: ProjectDep,
+    caller: CallerDep,
     skip: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
-    """`project_ref` is the project's id (or, as in the brief, its key: the same one the
-    request authenticates with)."""
-    if project_ref != project.id:
-        try:
-            other = _resolve_ref(project_ref, store)
-        except ApiError:
-            raise ApiError(ErrorCode.PROJECT_NOT_FOUND, "no such project") from None
-        if other != project.id:
-            raise ApiError(ErrorCode.PERMISSION_ERROR, "the key does not belong to this project")
-    items = [_public(d) for d in store.analyses.history(project.id, skip=skip, limit=limit)]
-    return success({"total": store.analyses.count(project.id), "items": items})
-
-
-def _resolve_ref(ref: str, store: Store) -> str:
-    found = store.projects.find_by_key(ref)
-    if found is not None:
-        return found.id
-    raise ApiError(ErrorCode.PROJECT_NOT_FOUND, "no such project")
+    """The brief's `history/{project_key}`, by project id: keys stay out of URLs."""
+    caller.require_project(project_id)
+    store.projects.get(project_id)  # 20001 for an unknown project
+    items = [_public(d) for d in store.analyses.history(project_id, skip=skip, limit=limit)]
+    return success({"total": store.analyses.count(project_id), "items": items})
 
 
 class ReportRequest(BaseModel):
     start: datetime | None = Field(None, description="default: end minus 24 hours")
     end: datetime | None = Field(None, description="default: now")
+    project_id: str | None = Field(None, description="default: the project key's project")
 
 
 @router.post("/report", summary="Generate a performance report")
-def request_report(body: ReportRequest, store: StoreDep, project: ProjectDep) -> dict[str, Any]:
-    """Enqueue a report of this project; download it from `/report/{task_id}` when done."""
+def request_report(body: ReportRequest, store: StoreDep, caller: CallerDep) -> dict[str, Any]:
+    """Enqueue a report of a project; download it from `/report/{task_id}` when done."""
+    project_id = caller.default_project_id(body.project_id)
+    store.projects.get(project_id)
     if body.start and body.end and body.start >= body.end:
         raise ApiError(ErrorCode.PARAMETER_ERROR, "start must be before end")
     payload = {
-        "project_id": project.id,
+        "project_id": project_id,
         "start": body.start.isoformat() if body.start else None,
         "end": body.end.isoformat() if body.end else None,
         "report_type": "summary",
     }
-    task_id = _enqueue(store, "report", payload, project, None)
+    task_id = _enqueue(store, "report", payload, project_id, None)
     return success({"task_id": task_id, "status": "pending"})
 
 
@@ -193,11 +180,11 @@ def request_report(body: ReportRequest, store: StoreDep, project: ProjectDep) ->
 def download_report(
     task_id: str,
     store: StoreDep,
-    project: ProjectDep,
+    caller: CallerDep,
     format: Literal["markdown", "html"] = "markdown",
 ) -> Response:
     """The report as rendered by the worker that generated it (an attachment)."""
-    job = _owned(store.jobs.get(task_id), project, "task", task_id)
+    job = _owned(store.jobs.get(task_id), caller, "task", task_id)
     if job["type"] != "report":
         raise ApiError(ErrorCode.PARAMETER_ERROR, f"task {task_id!r} is not a report")
     if job["state"] != "completed":
@@ -221,5 +208,7 @@ def download_report(
 
 
 @router.get("/queue/stats", summary="Job queue: counts by state and type, oldest pending age")
-def queue_stats(store: StoreDep, project: ProjectDep) -> dict[str, Any]:
-    return success(store.jobs.stats())
+def queue_stats(store: StoreDep, caller: CallerDep) -> dict[str, Any]:
+    """The admin sees the whole queue (scheduled cleanups included); a project key sees its
+    project's jobs."""
+    return success(store.jobs.stats(project_id=None if caller.is_admin else caller.project.id))

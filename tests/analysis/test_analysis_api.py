@@ -13,10 +13,12 @@ from collector_receiver.http_app import create_app
 from storage_backend import AlertThreshold, ProjectConfig
 from tests.analysis.records import ingest_request
 
+ADMIN = "admin-token-for-tests"
+
 
 @pytest.fixture
 def api(store):
-    return TestClient(create_app(store))
+    return TestClient(create_app(store, admin_token=ADMIN))
 
 
 def _auth(key: str) -> dict[str, str]:
@@ -50,6 +52,7 @@ def test_analyze_then_result_status_history(api, store, project):
     assert data["status"] == "completed"
     assert data["record_id"] == record_id and data["analysis_type"] == "manual"
     assert data["ai_service"]["provider"] == "builtin"
+    assert data["expire_at"] > data["created_at"]  # the retention policy's TTL applies
     functions = [b["function"] for b in data["analysis_results"]["bottleneck_analysis"]]
     assert "crunch_numbers" in functions
     assert any("N+1" in b["description"] for b in data["analysis_results"]["bottleneck_analysis"])
@@ -57,8 +60,8 @@ def test_analyze_then_result_status_history(api, store, project):
     history = api.get(f"/api/v1/analysis/history/{project.project.id}", headers=headers).json()
     assert history["data"]["total"] == 1
     assert history["data"]["items"][0]["id"] == analysis_id
-    by_key = api.get(f"/api/v1/analysis/history/{project.key}", headers=headers).json()
-    assert by_key["data"]["items"][0]["id"] == analysis_id
+    as_admin = api.get(f"/api/v1/analysis/history/{project.project.id}", headers=_auth(ADMIN))
+    assert as_admin.json()["data"]["items"][0]["id"] == analysis_id
 
     # Once finished, the record may be analysed again.
     assert api.post(f"/api/v1/analysis/analyze/{record_id}", headers=headers).status_code == 200
@@ -68,18 +71,25 @@ def test_access_is_limited_to_the_key_s_project(api, store, project):
     record_id = ingest_request(store, project.project)
     assert api.post(f"/api/v1/analysis/analyze/{record_id}").json()["code"] == 10002
     bad = api.post(f"/api/v1/analysis/analyze/{record_id}", headers=_auth("psk_wrong"))
-    assert bad.status_code == 401 and bad.json()["code"] == 10002
+    assert bad.status_code == 401 and bad.json()["code"] == 20003
     _other, other_key = store.projects.create("someone-else")
     foreign = api.post(f"/api/v1/analysis/analyze/{record_id}", headers=_auth(other_key))
     assert foreign.json()["code"] == 10001
     assert "no performance record" in foreign.json()["msg"]
     history = api.get(f"/api/v1/analysis/history/{project.project.id}", headers=_auth(other_key))
-    assert history.json()["code"] in (10003, 20001)
+    assert history.json()["code"] == 10003
     task_id = api.post(f"/api/v1/analysis/analyze/{record_id}", headers=_auth(project.key)).json()[
         "data"
     ]["task_id"]
     peek = api.get(f"/api/v1/analysis/task-status/{task_id}", headers=_auth(other_key))
     assert peek.json()["code"] == 10001
+    # The admin token reads any project's tasks; a key's queue stats count its own jobs.
+    admin = api.get(f"/api/v1/analysis/task-status/{task_id}", headers=_auth(ADMIN))
+    assert admin.json()["data"]["state"] == "pending"
+    theirs = api.get("/api/v1/analysis/queue/stats", headers=_auth(other_key)).json()["data"]
+    assert theirs["total"] == 0
+    everyone = api.get("/api/v1/analysis/queue/stats", headers=_auth(ADMIN)).json()["data"]
+    assert everyone["total"] == 1
 
 
 def test_batch_analyze_report_download_and_queue_stats(api, store, project):

@@ -80,9 +80,13 @@ def test_builtin_names_the_slow_function_and_the_n_plus_one(store, shop_records)
     # The app path to the repeated query names the per-order helper and its caller.
     assert "list_orders > load_items" in db[0]["function"]
     # DB time is not mistaken for computation in the helper that runs the queries.
-    assert not [
-        b for b in orders["analysis_results"]["bottleneck_analysis"] if b["type"] == "computation"
+    # (Under load other frames may cross the 10 % line: only the DB helpers are checked.)
+    computation = [
+        b["function"]
+        for b in orders["analysis_results"]["bottleneck_analysis"]
+        if b["type"] == "computation"
     ]
+    assert not {"query", "load_items"} & set(computation), orders["analysis_results"]
     assert any(
         s["category"] == "database" and "IN (" in s["code_example"]
         for s in orders["analysis_results"]["optimization_suggestions"]

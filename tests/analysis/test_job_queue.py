@@ -132,3 +132,18 @@ def test_cleanup_removes_only_what_is_older_than_the_retention(store):
     assert store.jobs.get("job_old") is None
     assert store.jobs.get("job_recent") is not None
     assert store.jobs.get("job_pending_old") is not None
+
+
+def test_periodic_reports_are_enqueued_once_per_interval_for_active_projects(store):
+    active, _ = store.projects.create("active")
+    store.projects.create("idle")
+    now = datetime(2026, 11, 26, 8, 30, tzinfo=timezone.utc)
+    store.projects.touch_activity(active.id, now - timedelta(hours=3))
+    settings = AnalysisSettings(report_interval_hours=6)
+    created = enqueue_due_jobs(store, settings, now)
+    reports = [j for j in created if j.startswith("sched_report_")]
+    assert reports == [f"sched_report_{active.id}_20261126T0600"]
+    payload = store.jobs.get(reports[0])["payload"]
+    assert payload["start"] == "2026-11-26T00:00:00+00:00"
+    assert payload["end"] == "2026-11-26T06:00:00+00:00"
+    assert enqueue_due_jobs(store, settings, now + timedelta(minutes=20)) == []

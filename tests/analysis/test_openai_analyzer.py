@@ -138,3 +138,49 @@ def test_a_retryable_provider_error_retries_before_failing(store, project, ai_se
     job = store.jobs.get(job_id)
     assert job["state"] == "failed" and job["attempts"] == 2
     assert store.analyses.for_job(job_id)[0]["status"] == "failed"
+
+
+def test_custom_service_gets_headers_and_its_answers_are_validated(store, project, monkeypatch):
+    monkeypatch.setenv("CUSTOM_AI_TOKEN", "tok-123")
+    answers = iter(
+        [
+            (200, {"analysis_results": VALID_RESULTS}),
+            (200, "<html>not json</html>"),
+            (503, {"error": "overloaded"}),
+            (400, {"error": "bad input"}),
+        ]
+    )
+    with FakeAIServer(lambda path, body: next(answers)) as server:
+        settings = AnalysisSettings(
+            ai_services={
+                "mine": AIServiceConfig(
+                    provider="custom",
+                    endpoint=server.url + "/analyze",
+                    headers={"Authorization": "Bearer ${CUSTOM_AI_TOKEN}"},
+                    model="house-model",
+                )
+            },
+            default_service="mine",
+        )
+        record_id = ingest_request(store, project.project)
+        jobs = [
+            store.jobs.enqueue("analyze", {"record_id": record_id}, max_attempts=1)
+            for _ in range(4)
+        ]
+        worker = Worker(store, settings, schedule=False)
+        for job_id in jobs:  # in order: the server answers each call with the next reply
+            assert worker.run_once()
+            assert store.jobs.get(job_id)["state"] in ("completed", "failed")
+    analyses = [store.analyses.for_job(j)[0] for j in jobs]
+    assert analyses[0]["status"] == "completed"
+    assert analyses[0]["ai_service"] == {"name": "mine", "provider": "custom",
+                                         "model": "house-model", "version": ""}  # fmt: skip
+    assert "not valid JSON" in analyses[1]["error"]["message"]
+    assert analyses[2]["error"] == {
+        "code": 20005,
+        "message": 'AI service error (HTTP 503): {"error": "overloaded"}',
+        "retryable": True,
+    }
+    assert analyses[3]["error"]["code"] is None and "HTTP 400" in analyses[3]["error"]["message"]
+    assert server.requests[0]["headers"]["authorization"] == "Bearer tok-123"
+    assert server.requests[0]["body"]["analysis_input"]["context_info"]["record_id"] == record_id
