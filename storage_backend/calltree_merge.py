@@ -85,9 +85,11 @@ def recent_call_trees(
     endpoint: str | None = None,
     version: str | None = None,
     limit: int = DEFAULT_PROFILE_LIMIT,
+    until: datetime | None = None,
 ) -> tuple[list[CallTreeNode], int]:
     """The decoded trees of the `limit` most recent profiled requests (of an endpoint and/or
-    version) and how many stored trees could not be decoded."""
+    version) and how many stored trees could not be decoded. `until` is where the search
+    starts looking back from (default now; a retired version's last bucket is cheaper)."""
     limit = max(1, min(limit, MAX_PROFILE_LIMIT))
     if endpoint is not None:
         hint = "project_endpoint_time"
@@ -98,7 +100,7 @@ def recent_call_trees(
             db[PERFORMANCE_RECORDS],
             profiled_records_query(project_id, endpoint, version),
             "timestamp",
-            time_bounds(datetime.now(timezone.utc), None),
+            time_bounds(until or datetime.now(timezone.utc), None),
             needed=limit,
             projection={"profile": 1},
             hint=hint,
