@@ -26,7 +26,7 @@ from pymongo.database import Database
 from storage_backend.errors import translate_errors
 from storage_backend.histogram import DurationHistogram, bucket_of
 from storage_backend.query_models import LatencyStats
-from storage_backend.schema import ROLLUPS
+from storage_backend.schema import ROLLUP_INDEX, ROLLUPS
 
 LEVELS: dict[str, timedelta] = {
     "1m": timedelta(minutes=1),
@@ -185,13 +185,15 @@ def read_rollups(
     if endpoint is not None:
         query["endpoint"] = endpoint
     elif per_endpoint:
-        query["endpoint"] = {"$type": "string"}
+        query["endpoint"] = {"$gte": ""}  # every string; the project-wide rows hold None
     else:
         query["endpoint"] = None
     if versions is not None:
         query["version"] = {"$in": list(versions)}
     with translate_errors():
-        docs = list(db[ROLLUPS].find(query, {"_id": 0, "project_id": 0, "expire_at": 0}))
+        docs = list(
+            db[ROLLUPS].find(query, {"_id": 0, "project_id": 0, "expire_at": 0}).hint(ROLLUP_INDEX)
+        )
     return [
         RollupRow(
             bucket=d["bucket"],

@@ -132,11 +132,26 @@ def compare_versions(
         )
     endpoints.sort(key=lambda e: abs(e.p95_delta) if e.p95_delta is not None else -1, reverse=True)
 
+    # Each version's trees are searched back from its last bucket: a retired version's
+    # requests are old, and searching back from now would read everything since.
+    last_seen = {}
+    for row in rows:
+        last_seen[row.version] = max(last_seen.get(row.version, row.bucket), row.bucket)
     base_trees, _ = recent_call_trees(
-        db, project_id, endpoint=endpoint, version=base_version, limit=profile_limit
+        db,
+        project_id,
+        endpoint=endpoint,
+        version=base_version,
+        limit=profile_limit,
+        until=last_seen[base_version] + width if base_version in last_seen else until,
     )
     target_trees, _ = recent_call_trees(
-        db, project_id, endpoint=endpoint, version=target_version, limit=profile_limit
+        db,
+        project_id,
+        endpoint=endpoint,
+        version=target_version,
+        limit=profile_limit,
+        until=last_seen[target_version] + width if target_version in last_seen else until,
     )
     base_self = _mean_self_times(base_trees)
     target_self = _mean_self_times(target_trees)
