@@ -139,3 +139,16 @@ def _auto_refresh(seconds: int) -> None:
 def current() -> Context:
     """The context `app.py` set up for this run."""
     return st.session_state[_CONTEXT]
+
+
+def page_with_project(title: str) -> tuple[Context, Project]:
+    """Start a page that shows one project's data: its title, and when there is no project
+    yet, what to do about it (then the page stops there)."""
+    from ui.components.feedback import empty_state
+
+    ctx = current()
+    st.title(title)
+    if ctx.project is None:
+        empty_state(None)
+        st.stop()
+    return ctx, ctx.project

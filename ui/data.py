@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -31,18 +32,14 @@ def get_store(location: StoreLocation) -> Store:
     """One connected store per database for the whole UI process (pymongo pools
     connections and is thread-safe). With no URL the embedded server is started on the
     data directory, as `pystrument up` would."""
-    from pathlib import Path
-
-    settings = StoreSettings.from_env({})
-    settings.mongodb_url = location.mongodb_url
-    settings.database = location.database
-    if location.data_dir:
-        settings.data_dir = Path(location.data_dir)
     if location.mongodb_url:
         store = Store.connect(location.mongodb_url, location.database)
         store.ensure_schema()
         return store
-    return Store.open(settings)
+    settings = StoreSettings(database=location.database)
+    if location.data_dir:
+        settings.data_dir = Path(location.data_dir)
+    return Store.open(settings)  # the embedded server stops with this process
 
 
 # -- projects -----------------------------------------------------------------------------

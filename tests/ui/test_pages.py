@@ -238,3 +238,32 @@ def test_analyses_page_batches_the_slowest_requests(app, shop_data) -> None:
     after = shop_data.store.jobs.stats()["by_type"]["batch_analyze"]["pending"]
     assert after == before + 1
     assert {m.label for m in at.metric} >= {"Waiting", "Running", "Done", "Failed"}
+
+
+def test_projects_page_saves_settings_and_rotates_the_key(app, shop_data) -> None:
+    project = shop_data.empty_project
+    app.query_params["project"] = project.id
+    at = _open(app, "views/projects.py")
+    _ok(at)
+    assert at.subheader[0].value == "Settings of brand-new"
+    at.slider[0].set_value(0.25)
+    next(n for n in at.number_input if n.label.startswith("Slow request")).set_value(0.5)
+    next(t for t in at.toggle if t.label.startswith("Analyse slow")).set_value(True)
+    next(b for b in at.button if b.label == "Save settings").click()
+    at.run()
+    _ok(at)
+    saved = shop_data.store.projects.get(project.id).config
+    assert saved.sampling_rate == 0.25
+    assert saved.alert_threshold.response_time == 0.5
+    assert saved.auto_analysis is True
+
+    before = {c.value for c in at.code}
+    assert at.button(key=f"rotate_{project.id}").disabled  # not before the confirmation
+    at.checkbox(key=f"rotate_ok_{project.id}").check().run()
+    at.button(key=f"rotate_{project.id}").click()
+    at.run()
+    _ok(at)
+    new_key = next(c.value for c in at.code if c.value.startswith("psk_") and c.value not in before)
+    assert shop_data.store.projects.find_by_key(new_key).id == project.id
+    # The snippet on the page now carries the new key for copy-paste.
+    assert any(f"PYSTRUMENT_PROJECT_KEY={new_key}" in c.value for c in at.code)

@@ -47,6 +47,20 @@ def requests_frame(items: Sequence[RequestSummary]) -> list[dict[str, Any]]:
     ]
 
 
+def requests_table(items: Sequence[RequestSummary], *, key: str) -> None:
+    """A requests table; selecting a row opens that request's page."""
+    selection = st.dataframe(
+        requests_frame(items),
+        hide_index=True,
+        width="stretch",
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config=REQUEST_COLUMNS,
+        key=key,
+    )
+    open_request_on_select(selection, items)
+
+
 def open_request_on_select(selection: Any, items: Sequence[RequestSummary]) -> None:
     """When a row of a requests table is selected, open that request's page."""
     rows = getattr(getattr(selection, "selection", None), "rows", None) or []
@@ -67,7 +81,7 @@ def analyses_table(location: StoreLocation, project_id: str, *, limit: int, key:
     st.dataframe(
         [analysis_row(a) for a in history],
         hide_index=True,
-        use_container_width=True,
+        width="stretch",
         column_config={
             "score": st.column_config.ProgressColumn(min_value=0, max_value=100, format="%d"),
         },

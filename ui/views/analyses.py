@@ -9,12 +9,7 @@ from ui.components.analysis_report import job_status, render_analysis
 from ui.components.feedback import empty_state
 from ui.components.tables import analysis_row
 
-ctx = context.current()
-project = ctx.project
-st.title("Analyses")
-if project is None:
-    empty_state(None)
-    st.stop()
+ctx, project = context.page_with_project("Analyses")
 
 stats = data.queue_stats(ctx.location)
 by_state = stats.get("by_state", {})
@@ -42,7 +37,7 @@ with st.container(border=True):
     endpoint = left.selectbox("Endpoint", choices, key="batch_endpoint")
     count = mid.number_input("How many", min_value=1, max_value=50, value=5, key="batch_count")
     right.write("")
-    if right.button("Analyze", type="primary", key="batch_go", use_container_width=True):
+    if right.button("Analyze", type="primary", key="batch_go", width="stretch"):
         page = data.list_requests(
             ctx.location,
             project.id,
@@ -73,7 +68,7 @@ rows = [analysis_row(a) for a in history]
 selection = st.dataframe(
     rows,
     hide_index=True,
-    use_container_width=True,
+    width="stretch",
     on_select="rerun",
     selection_mode="single-row",
     column_config={

@@ -10,14 +10,9 @@ from ui.components.feedback import empty_state
 from ui.components.flamegraph import hottest_frames, icicle_figure
 from ui.components.tables import HOT_FRAME_COLUMNS
 
-SPARKLINE_ENDPOINTS = 40  # one trends query each: enough for a page, bounded for the store
+SPARKLINE_ENDPOINTS = 8  # one trends query each: the endpoints that take most time
 
-ctx = context.current()
-project = ctx.project
-st.title("Endpoints")
-if project is None:
-    empty_state(None)
-    st.stop()
+ctx, project = context.page_with_project("Endpoints")
 
 summary = data.endpoint_summary(ctx.location, project.id, ctx.time_range)
 if not summary.endpoints:
@@ -43,7 +38,7 @@ selection = st.dataframe(
         for e in shown
     ],
     hide_index=True,
-    use_container_width=True,
+    width="stretch",
     on_select="rerun",
     selection_mode="single-row",
     column_config={
@@ -75,7 +70,7 @@ cols[1].metric("Error rate", f"{stats.error_rate:.1%}")
 cols[2].metric("p95", format_ms(stats.p95))
 cols[3].metric("p99", format_ms(stats.p99))
 trend = data.trends(ctx.location, project.id, ctx.time_range, endpoint)
-st.plotly_chart(trends_figure(trend, height=320), use_container_width=True, key="endpoint_trend")
+st.plotly_chart(trends_figure(trend, height=320), width="stretch", key="endpoint_trend")
 
 merged = data.aggregated_call_tree(ctx.location, project.id, endpoint)
 st.subheader("Where its time goes")
@@ -91,14 +86,14 @@ st.caption(
 )
 st.plotly_chart(
     icicle_figure(merged.root, scope="these requests"),
-    use_container_width=True,
+    width="stretch",
     key="endpoint_flame",
 )
 st.subheader("Hottest functions")
 st.dataframe(
     hottest_frames(merged.root),
     hide_index=True,
-    use_container_width=True,
+    width="stretch",
     column_config=HOT_FRAME_COLUMNS,
     key="endpoint_hot",
 )

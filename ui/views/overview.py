@@ -8,10 +8,8 @@ from ui import context, data
 from ui.components.charts import format_ms, trends_figure
 from ui.components.feedback import empty_state
 from ui.components.tables import (
-    REQUEST_COLUMNS,
     analyses_table,
-    open_request_on_select,
-    requests_frame,
+    requests_table,
 )
 
 ctx = context.current()
@@ -34,7 +32,7 @@ cols[2].metric("p50", format_ms(overall.p50))
 cols[3].metric("p95", format_ms(overall.p95))
 cols[4].metric("p99", format_ms(overall.p99))
 
-st.plotly_chart(trends_figure(trends), use_container_width=True, key="overview_trends")
+st.plotly_chart(trends_figure(trends), width="stretch", key="overview_trends")
 
 left, right = st.columns([1, 1])
 with left:
@@ -53,7 +51,7 @@ with left:
             for e in slowest
         ],
         hide_index=True,
-        use_container_width=True,
+        width="stretch",
         column_config={
             "errors": st.column_config.NumberColumn(format="percent"),
             "share of time": st.column_config.ProgressColumn(
@@ -73,16 +71,7 @@ with right:
         project.id,
         data.RequestQuery(since=trends.since, min_duration=overall.p95, size=8),
     )
-    selection = st.dataframe(
-        requests_frame(page.items),
-        hide_index=True,
-        use_container_width=True,
-        on_select="rerun",
-        selection_mode="single-row",
-        column_config=REQUEST_COLUMNS,
-        key="overview_slow_requests",
-    )
-    open_request_on_select(selection, page.items)
+    requests_table(page.items, key="overview_slow_requests")
     st.page_link("views/requests.py", label="All requests →")
 
 st.subheader("Latest analyses")

@@ -71,7 +71,7 @@ st.dataframe(
         for p in ctx.projects
     ],
     hide_index=True,
-    use_container_width=True,
+    width="stretch",
     column_config={"sampling": st.column_config.NumberColumn(format="percent")},
     key="projects_table",
 )

@@ -12,9 +12,7 @@ from ui.components.flamegraph import hottest_frames, icicle_figure
 from ui.components.profile_export import profile_html, speedscope_json
 from ui.components.tables import (
     HOT_FRAME_COLUMNS,
-    REQUEST_COLUMNS,
-    open_request_on_select,
-    requests_frame,
+    requests_table,
 )
 from ui.components.text_tree import TREE_CSS, collapsible_html, console_text
 from ui.components.waterfall import waterfall_figure
@@ -30,24 +28,16 @@ METRIC_LABELS = {
 ctx = context.current()
 record_id = st.query_params.get("record")
 if not record_id:
-    st.title("Request detail")
-    if ctx.project is None:
-        st.info("Pick a request on the Requests page.")
-        st.stop()
-    st.caption("Pick a request: the slowest ones of the time range are below.")
+    ctx, project = context.page_with_project("Request detail")
+    overall = data.trends(ctx.location, project.id, ctx.time_range)
+    st.caption("Pick a request (or select one on the Requests page): the newest slower than "
+               "the time range's p95 are below.")  # fmt: skip
     slow = data.list_requests(
-        ctx.location, ctx.project.id, data.RequestQuery(sort="-duration", size=15)
+        ctx.location,
+        project.id,
+        data.RequestQuery(since=overall.since, min_duration=overall.overall.p95, size=15),
     )
-    chosen = st.dataframe(
-        requests_frame(slow.items),
-        hide_index=True,
-        use_container_width=True,
-        on_select="rerun",
-        selection_mode="single-row",
-        column_config=REQUEST_COLUMNS,
-        key="detail_pick",
-    )
-    open_request_on_select(chosen, slow.items)
+    requests_table(slow.items, key="detail_pick")
     st.stop()
 
 detail = data.request_detail(ctx.location, record_id)
@@ -101,14 +91,14 @@ with tab_flame:
             "Width is time. Click a frame to zoom into it; hover for file:line, total "
             "and self time. Red frames spend the time themselves."
         )
-        st.plotly_chart(icicle_figure(tree), use_container_width=True, key="request_flame")
+        st.plotly_chart(icicle_figure(tree), width="stretch", key="request_flame")
         left, right = st.columns([3, 1])
         with left:
             st.markdown("##### Hottest functions (self time)")
             st.dataframe(
                 hottest_frames(tree, limit=10),
                 hide_index=True,
-                use_container_width=True,
+                width="stretch",
                 column_config=HOT_FRAME_COLUMNS,
                 key="request_hot",
             )
@@ -120,14 +110,14 @@ with tab_flame:
                 profile_html(tree, title=title, subtitle=f"trace {s.trace_id}"),
                 file_name=f"profile-{s.id}.html",
                 mime="text/html",
-                use_container_width=True,
+                width="stretch",
             )
             st.download_button(
                 "speedscope JSON",
                 speedscope_json(tree, name=title),
                 file_name=f"profile-{s.id}.speedscope.json",
                 mime="application/json",
-                use_container_width=True,
+                width="stretch",
                 help="Open at https://www.speedscope.app",
             )
 with tab_text:
@@ -155,7 +145,7 @@ with tab_trace:
         ]
         st.plotly_chart(
             waterfall_figure(spans, highlight=s.span_id),
-            use_container_width=True,
+            width="stretch",
             key="request_waterfall",
         )
         st.caption(

@@ -9,7 +9,7 @@ import streamlit as st
 from storage_backend.queries import TIME_RANGES
 from ui import context, data
 from ui.components.feedback import empty_state
-from ui.components.tables import REQUEST_COLUMNS, open_request_on_select, requests_frame
+from ui.components.tables import requests_table
 
 ANY = "any"
 STATUS_CLASSES = [ANY, "2xx", "3xx", "4xx", "5xx"]
@@ -21,12 +21,7 @@ SORTS = {
 }
 PAGE_SIZE = 50
 
-ctx = context.current()
-project = ctx.project
-st.title("Requests")
-if project is None:
-    empty_state(None)
-    st.stop()
+ctx, project = context.page_with_project("Requests")
 
 summary = data.endpoint_summary(ctx.location, project.id, ctx.time_range)
 versions = data.list_versions(ctx.location, project.id, "30d")
@@ -48,6 +43,11 @@ with st.container(border=True):
     )
     errors_only = d3.toggle("Errors only", key="req_errors")
 
+# A different filter starts again at the first page.
+signature = (endpoint, status, version, sort, min_ms, max_ms, errors_only, ctx.time_range)
+if st.session_state.get("req_signature") != signature:
+    st.session_state["req_signature"] = signature
+    st.session_state["req_page"] = 1
 page_number = st.session_state.get("req_page", 1)
 until = datetime.now(timezone.utc)
 query = data.RequestQuery(
@@ -72,16 +72,7 @@ if not result.items and page_number == 1:
 
 total = f"{result.total:,}{'+' if result.total_is_lower_bound else ''}"
 st.caption(f"{total} requests match · page {result.page} · select a row to open it")
-selection = st.dataframe(
-    requests_frame(result.items),
-    hide_index=True,
-    use_container_width=True,
-    on_select="rerun",
-    selection_mode="single-row",
-    column_config=REQUEST_COLUMNS,
-    key="requests_table",
-)
-open_request_on_select(selection, result.items)
+requests_table(result.items, key="requests_table")
 
 prev_col, _, next_col = st.columns([1, 6, 1])
 if prev_col.button("← Newer", disabled=page_number <= 1, key="req_prev"):

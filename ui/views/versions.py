@@ -7,18 +7,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from ui import context, data
-from ui.components.feedback import empty_state
 from ui.components.flamegraph import short_location
 from ui.components.version_diff import diff_icicle_figure, version_key
 
 REGRESSION = 0.10  # p95 10 % slower: worth a look
 
-ctx = context.current()
-project = ctx.project
-st.title("Versions")
-if project is None:
-    empty_state(None)
-    st.stop()
+ctx, project = context.page_with_project("Versions")
 
 versions = [v for v in data.list_versions(ctx.location, project.id, "30d") if v.version]
 if len(versions) < 2:
@@ -82,7 +76,7 @@ else:
     st.dataframe(
         frame.style.apply(_highlight, axis=1),
         hide_index=True,
-        use_container_width=True,
+        width="stretch",
         column_config={"change": st.column_config.NumberColumn(format="percent")},
         key="ver_endpoints",
     )
@@ -110,7 +104,7 @@ else:
     figure.update_layout(
         height=max(200, 26 * len(functions) + 60), margin={"t": 10, "l": 10, "r": 10, "b": 40}
     )
-    st.plotly_chart(figure, use_container_width=True, key="ver_functions")
+    st.plotly_chart(figure, width="stretch", key="ver_functions")
 
 st.subheader("Differential flame graph")
 endpoints = [e.endpoint for e in comparison.endpoints if e.base and e.target]
@@ -128,5 +122,5 @@ else:
         "— red got slower, green got faster, grey unchanged."
     )
     st.plotly_chart(
-        diff_icicle_figure(base_tree, target_tree), use_container_width=True, key="ver_diff_flame"
+        diff_icicle_figure(base_tree, target_tree), width="stretch", key="ver_diff_flame"
     )
