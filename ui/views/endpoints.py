@@ -72,7 +72,8 @@ cols[3].metric("p99", format_ms(stats.p99))
 trend = data.trends(ctx.location, project.id, ctx.time_range, endpoint)
 st.plotly_chart(trends_figure(trend, height=320), width="stretch", key="endpoint_trend")
 
-merged = data.aggregated_call_tree(ctx.location, project.id, endpoint)
+with st.spinner(f"Merging the call trees of {endpoint}…"):
+    merged = data.aggregated_call_tree(ctx.location, project.id, endpoint)
 st.subheader("Where its time goes")
 if merged.root is None:
     st.info(

@@ -35,7 +35,8 @@ if base == target:
     st.warning("Pick two different versions.")
     st.stop()
 
-comparison = data.compare_versions(ctx.location, project.id, base, target, "30d")
+with st.spinner(f"Comparing {base} with {target}: latencies and call trees…"):
+    comparison = data.compare_versions(ctx.location, project.id, base, target, "30d")
 rows = []
 for e in comparison.endpoints:
     rows.append(
@@ -112,8 +113,9 @@ if not endpoints:
     st.caption("Needs an endpoint with requests under both versions.")
     st.stop()
 endpoint = st.selectbox("Endpoint", endpoints, key="ver_diff_endpoint")
-base_tree = data.aggregated_call_tree(ctx.location, project.id, endpoint, base)
-target_tree = data.aggregated_call_tree(ctx.location, project.id, endpoint, target)
+with st.spinner("Merging the call trees of both versions…"):
+    base_tree = data.aggregated_call_tree(ctx.location, project.id, endpoint, base)
+    target_tree = data.aggregated_call_tree(ctx.location, project.id, endpoint, target)
 if base_tree.root is None or target_tree.root is None:
     st.info("This endpoint has no profiled requests under one of the versions.")
 else:
