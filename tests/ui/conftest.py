@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
+from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
 from streamlit.testing.v1 import AppTest
 from werkzeug.serving import make_server
 
@@ -65,6 +66,8 @@ def _send_traffic(receiver_endpoint: str, key: str, version: str) -> int:
             sampling_rate=1.0,
             set_global=False,
         )
+    # As examples/flask_app's instrumented_app(): its SQL becomes CLIENT spans with db.*.
+    SQLite3Instrumentor().instrument(tracer_provider=provider)
     app = create_app()
     FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -80,6 +83,7 @@ def _send_traffic(receiver_endpoint: str, key: str, version: str) -> int:
     finally:
         server.shutdown()
         FlaskInstrumentor().uninstrument_app(app)
+        SQLite3Instrumentor().uninstrument()
         provider.shutdown()
     return len(TRAFFIC)
 

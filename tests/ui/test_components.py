@@ -10,6 +10,7 @@ from otel_pyinstrument_processor import CallTreeNode, iter_nodes
 from tests.ui.profiled import profiled_request
 from ui.components.flamegraph import flame_rows, hottest_frames, icicle_figure, short_location
 from ui.components.profile_export import profile_html, speedscope_profile
+from ui.components.span_metrics import time_by_category
 from ui.components.text_tree import collapsible_html, console_text
 from ui.components.waterfall import waterfall_figure, waterfall_rows
 
@@ -144,3 +145,25 @@ def test_short_location() -> None:
     assert short_location("/srv/app/shop/views.py", 12) == "shop/views.py:12"
     assert short_location("<built-in>", 0) == "<built-in>"
     assert short_location("", 0) == "?"
+
+
+def test_time_by_category_reads_semconv_and_counts_overlaps_once() -> None:
+    ms = 1_000_000
+    spans = [
+        {"kind": "server", "start_ns": 0, "end_ns": 100 * ms, "attributes": {}},
+        {"kind": "client", "start_ns": 10 * ms, "end_ns": 30 * ms,
+         "attributes": {"db.system.name": "postgresql"}},
+        {"kind": "client", "start_ns": 20 * ms, "end_ns": 40 * ms,  # overlaps the first
+         "attributes": {"db.system": "sqlite", "db.statement": "SELECT 1"}},
+        {"kind": "client", "start_ns": 50 * ms, "end_ns": 55 * ms,
+         "attributes": {"db.system": "redis"}},
+        {"kind": "client", "start_ns": 60 * ms, "end_ns": 90 * ms,
+         "attributes": {"http.request.method": "GET"}},
+        {"kind": "internal", "start_ns": 0, "end_ns": 5 * ms,
+         "attributes": {"http.request.method": "GET"}},  # not a call out
+    ]  # fmt: skip
+    times = time_by_category(spans)
+    assert times["database"] == pytest.approx(0.030)
+    assert times["cache"] == pytest.approx(0.005)
+    assert times["external"] == pytest.approx(0.030)
+    assert time_by_category(spans[:1]) == {}

@@ -122,12 +122,15 @@ def test_request_page_shows_flame_graph_text_tree_waterfall_and_downloads(app, s
     assert at.title[0].value == "GET /api/reports/sales"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Duration"].endswith(("ms", " s")) and metrics["CPU"] != "—"
+    assert metrics["Database"].endswith("ms")  # the SQLite client spans of the trace
+    assert metrics["HTTP calls"] == "—"
     specs = [c.proto.spec for c in _charts(at)]
     assert any('"icicle"' in s and "compute_sales_statistics" in s for s in specs), [
         s[:500] for s in specs
     ]
     waterfall = next(json.loads(s) for s in specs if '"bar"' in s)
     assert waterfall["layout"]["yaxis"]["ticktext"][0] == "GET /api/reports/sales"
+    assert any(t.strip() == "SELECT" for t in waterfall["layout"]["yaxis"]["ticktext"][1:])
     tree_html = "".join(h.proto.body for h in at.get("html"))
     assert "<details" in tree_html and "fetch_exchange_rates" in tree_html
     assert len(at.get("download_button")) == 2

@@ -10,6 +10,7 @@ from ui.components.analysis_report import job_status, render_analysis
 from ui.components.charts import format_ms
 from ui.components.flamegraph import hottest_frames, icicle_figure
 from ui.components.profile_export import profile_html, speedscope_json
+from ui.components.span_metrics import time_by_category
 from ui.components.tables import (
     HOT_FRAME_COLUMNS,
     requests_table,
@@ -20,9 +21,6 @@ from ui.components.waterfall import waterfall_figure
 METRIC_LABELS = {
     "total_duration": "Duration",
     "cpu_time": "CPU",
-    "db_time": "Database",
-    "cache_time": "Cache",
-    "external_time": "External calls",
 }
 
 ctx = context.current()
@@ -53,21 +51,36 @@ st.caption(
     f"service `{s.service_name or '—'}` · trace `{s.trace_id}`"
 )
 
-metrics = detail.record.get("performance_metrics") or {}
-shown = [
-    (METRIC_LABELS.get(k, k.replace("_", " ")), v)
-    for k, v in metrics.items()
-    if isinstance(v, (int, float)) and k != "memory_usage"
+spans = [
+    {
+        "span_id": v.span_id,
+        "parent_span_id": v.parent_span_id,
+        "name": v.name,
+        "kind": v.kind,
+        "start_ns": int(v.start_time.timestamp() * 1e9),
+        "end_ns": int(v.start_time.timestamp() * 1e9 + v.duration * 1e9),
+        "status_code": v.status_code,
+        "attributes": v.attributes,
+    }
+    for v in detail.spans
 ]
-cols = st.columns(max(len(shown) + 1, 4))
-for col, (label, value) in zip(cols, shown, strict=False):
-    col.metric(label, format_ms(float(value)))
+metrics = detail.record.get("performance_metrics") or {}
+# The record's own figures (duration, CPU, whatever else the processor measured), then
+# where the trace's time went outside the process, from its client spans.
+shown = [
+    (METRIC_LABELS.get(k, k.replace("_", " ")), format_ms(float(v)), None)
+    for k, v in metrics.items()
+    if isinstance(v, (int, float)) and not k.startswith("memory")
+]
+outside = time_by_category(spans)
+for category, label in (("database", "Database"), ("cache", "Cache"), ("external", "HTTP calls")):
+    shown.append((label, format_ms(outside.get(category)),
+                  f"time in {category} spans of the trace (overlaps counted once)"))  # fmt: skip
 memory = metrics.get("memory_usage") or metrics.get("memory_delta")
-cols[len(shown)].metric(
-    "Memory",
-    f"{memory / 1e6:,.1f} MB" if memory else "—",
-    help="Not measured unless the processor records memory",
-)
+shown.append(("Memory", f"{memory / 1e6:,.1f} MB" if memory else "—",
+              "Not measured unless the processor records memory"))  # fmt: skip
+for col, (label, value, help_text) in zip(st.columns(len(shown)), shown, strict=True):
+    col.metric(label, value, help=help_text)
 
 tree = detail.call_tree
 tab_flame, tab_text, tab_trace, tab_analysis, tab_raw = st.tabs(
@@ -131,18 +144,6 @@ with tab_trace:
     if not detail.spans:
         st.info("The trace's spans are not stored (they may have expired).")
     else:
-        spans = [
-            {
-                "span_id": v.span_id,
-                "parent_span_id": v.parent_span_id,
-                "name": v.name,
-                "kind": v.kind,
-                "start_ns": int(v.start_time.timestamp() * 1e9),
-                "end_ns": int(v.start_time.timestamp() * 1e9 + v.duration * 1e9),
-                "status_code": v.status_code,
-            }
-            for v in detail.spans
-        ]
         st.plotly_chart(
             waterfall_figure(spans, highlight=s.span_id),
             width="stretch",
