@@ -19,8 +19,8 @@ from storage_backend.rollups import (
     LEVELS,
     RollupRow,
     bucket_start,
-    level_for,
     read_rollups,
+    read_window,
     stats_of,
 )
 
@@ -107,14 +107,11 @@ def endpoint_summary(
     project's total request time; largest total time first. Bounds are rounded out to the
     rollup level's buckets (minutes up to 6 h, hours up to 10 days, days beyond)."""
     since, until = resolve_window(time_range, since, until)
-    level = level_for(until - since)
-    width = LEVELS[level]
-    rows = read_rollups(
+    rows, _width = read_window(
         db,
         project_id,
-        level,
-        bucket_start(since, width),
-        bucket_start(until, width) + width,
+        since,
+        until,
         per_endpoint=True,
         versions=None if version is None else [version],
     )

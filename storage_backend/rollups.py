@@ -209,6 +209,33 @@ def read_rollups(
     ]
 
 
+def read_window(
+    db: Database,
+    project_id: str,
+    since: datetime,
+    until: datetime,
+    *,
+    endpoint: str | None = None,
+    per_endpoint: bool = False,
+    versions: Sequence[str] | None = None,
+) -> tuple[list[RollupRow], timedelta]:
+    """`read_rollups` over `[since, until)` at the level `level_for` picks, the bounds
+    rounded out to its buckets; also returns the bucket width read."""
+    width = LEVELS[level_for(until - since)]
+    level = next(name for name, w in LEVELS.items() if w == width)
+    rows = read_rollups(
+        db,
+        project_id,
+        level,
+        bucket_start(since, width),
+        bucket_start(until, width) + width,
+        endpoint=endpoint,
+        per_endpoint=per_endpoint,
+        versions=versions,
+    )
+    return rows, width
+
+
 def stats_of(rows: Iterable[RollupRow]) -> LatencyStats:
     """Merge rollup rows into one set of statistics (percentiles from the merged histogram)."""
     hist = DurationHistogram()
