@@ -33,6 +33,8 @@ from storage_backend.rollups import (
 )
 
 DEFAULT_FUNCTION_LIMIT = 20
+DEFAULT_COMPARE_PROFILES = 50
+"""Call trees per version behind the function diff: the most recent profiled requests."""
 
 
 def list_versions(
@@ -87,7 +89,7 @@ def compare_versions(
     since: datetime | None = None,
     until: datetime | None = None,
     endpoint: str | None = None,
-    profile_limit: int = 200,
+    profile_limit: int = DEFAULT_COMPARE_PROFILES,
     function_limit: int = DEFAULT_FUNCTION_LIMIT,
 ) -> VersionComparison:
     """Each endpoint's latency under `base_version` and `target_version` (deltas are

@@ -19,8 +19,8 @@ from pymongo import DESCENDING
 from pymongo.collection import Collection
 
 _FIRST_TIME_WINDOW = timedelta(minutes=1)
-_TIME_GROWTH = 8
-_MAX_TIME_WINDOWS = 8  # 1 min * 8**7 is ~4 years; after that, everything
+_TIME_GROWTH = 4
+_MAX_TIME_WINDOWS = 12  # 1 min * 4**11 is ~8 years; after that, everything
 _DURATION_BOUNDS = (10.0, 2.5, 0.6, 0.15, 0.04, 0.01, 0.0025)
 
 
