@@ -18,6 +18,7 @@ from storage_backend.query_models import (
 from storage_backend.rollups import (
     LEVELS,
     RollupRow,
+    as_utc,
     bucket_start,
     read_rollups,
     read_window,
@@ -44,10 +45,9 @@ def resolve_window(
     *,
     default: TimeRange = "24h",
 ) -> tuple[datetime, datetime]:
-    """`[since, until)` from explicit bounds or a named range ending now."""
-    until = until or _now()
-    if since is None:
-        since = until - TIME_RANGES[time_range or default]
+    """`[since, until)` from explicit bounds or a named range ending now (naive = UTC)."""
+    until = as_utc(until) if until else _now()
+    since = as_utc(since) if since else until - TIME_RANGES[time_range or default]
     if since >= until:
         raise ValueError("since must be before until")
     return since, until
@@ -67,7 +67,7 @@ def trends(
     if time_range not in TREND_BUCKETS:
         raise ValueError(f"time_range must be one of {sorted(TREND_BUCKETS)}")
     level, step = TREND_BUCKETS[time_range]
-    until = until or _now()
+    until = as_utc(until) if until else _now()
     # The last point is the bucket now falls in, so the chart ends with the live bucket.
     end = bucket_start(until, step) + step
     start = end - TIME_RANGES[time_range]

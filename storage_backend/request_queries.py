@@ -7,6 +7,7 @@ slowest first through widening windows (windowed_scan.py); the total is counted 
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,6 +25,7 @@ from storage_backend.query_models import (
     RequestSummary,
     SpanView,
 )
+from storage_backend.rollups import as_utc
 from storage_backend.schema import PERFORMANCE_RECORDS, SPANS
 from storage_backend.windowed_scan import duration_bounds, time_bounds, top_descending
 
@@ -133,7 +135,11 @@ def list_requests(
         raise ValueError(f"page must be >= 1 and size in 1..{MAX_PAGE_SIZE}")
     if sort not in _SORTS:
         raise ValueError(f"sort must be one of {sorted(_SORTS)}")
-    flt = flt or RequestFilter()
+    flt = dataclasses.replace(
+        flt or RequestFilter(),
+        since=as_utc(flt.since) if flt and flt.since else None,
+        until=as_utc(flt.until) if flt and flt.until else None,
+    )
     query = records_query(project_id, flt)
     field, direction = _SORTS[sort]
     hint = index_for(flt, field)

@@ -38,14 +38,14 @@ MINUTE_ROLLUP_RETENTION = timedelta(days=2)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _aware(when: datetime) -> datetime:
-    """Naive datetimes from the store are UTC."""
+def as_utc(when: datetime) -> datetime:
+    """Naive datetimes (from a store without tz_aware, or a caller) are UTC."""
     return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def bucket_start(when: datetime, width: timedelta) -> datetime:
     """The start of the bucket of `width` containing `when` (aligned to the Unix epoch)."""
-    when = _aware(when)
+    when = as_utc(when)
     step = int(width.total_seconds())
     seconds = int((when - _EPOCH).total_seconds())
     return _EPOCH + timedelta(seconds=seconds - seconds % step)
@@ -91,7 +91,7 @@ def rollup_updates(
         hist_key = str(bucket_of(duration))
         expire_at = record.get("expire_at")
         for level, width in LEVELS.items():
-            if level == "1m" and _aware(record["timestamp"]) < minute_horizon:
+            if level == "1m" and as_utc(record["timestamp"]) < minute_horizon:
                 continue
             start = bucket_start(record["timestamp"], width)
             level_expiry = (

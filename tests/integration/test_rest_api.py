@@ -243,3 +243,13 @@ def test_an_unexpected_failure_answers_10000_in_the_envelope(store: Store):
         res = c.get("/api/v1/explode")
     assert res.status_code == 500
     assert res.json() == {"code": 10000, "msg": "internal error", "data": None}
+
+
+def test_naive_times_in_filters_are_taken_as_utc(client: TestClient):
+    _pid, key = _create(client, "naive")
+    client.post("/api/v1/performance/collect", json=_record(), headers=key_header(key))
+    res = client.get(
+        "/api/v1/performance/records?since=2000-01-01T00:00:00&until=2100-01-01T00:00:00",
+        headers=key_header(key),
+    ).json()
+    assert res["code"] == 0 and res["data"]["total"] == 1
