@@ -1,7 +1,7 @@
 """The requests list (filtered, sorted, paged) and one request's detail.
 
-Every query names an index that starts with `project_id` (schema.py) and reads newest or
-slowest first through widening windows (windowed_scan.py); the total is counted only up to
+Every filter is served by an index that starts with `project_id` (schema.py); pages read
+newest or slowest first through widening windows (windowed_scan.py); the total is counted only up to
 `TOTAL_CAP`, so a page costs about the same at 10k and 1M records.
 """
 
@@ -88,15 +88,6 @@ def records_query(project_id: str, flt: RequestFilter | None = None) -> dict[str
     return query
 
 
-def index_for(flt: RequestFilter, sort_field: str) -> str:
-    """The index (schema.py) that serves a requests-list query's filter and sort."""
-    if sort_field == "timestamp":
-        if flt.endpoint:
-            return "project_endpoint_time"
-        return "project_version_time" if flt.version is not None else "project_time"
-    return "project_endpoint_duration" if flt.endpoint else "project_duration"
-
-
 def summary_of(doc: dict[str, Any]) -> RequestSummary:
     """The list row of a stored performance record."""
     request = doc.get("request_info") or {}
@@ -142,7 +133,6 @@ def list_requests(
     )
     query = records_query(project_id, flt)
     field, direction = _SORTS[sort]
-    hint = index_for(flt, field)
     skip = (page - 1) * size
     with translate_errors():
         col = db[PERFORMANCE_RECORDS]
@@ -159,13 +149,12 @@ def list_requests(
                 bounds,
                 needed=skip + size,
                 projection=_SUMMARY_FIELDS,
-                hint=hint,
             )[skip:]
         else:
             # Oldest/fastest first is rare (no dashboard asks it); it reads every match.
-            cursor = col.find(query, _SUMMARY_FIELDS).sort(field, direction).hint(hint)
+            cursor = col.find(query, _SUMMARY_FIELDS).sort(field, direction)
             docs = list(cursor.skip(skip).limit(size))
-        total = col.count_documents(query, limit=TOTAL_CAP + 1, hint=hint)
+        total = col.count_documents(query, limit=TOTAL_CAP + 1)
     return RequestPage(
         items=[summary_of(d) for d in docs],
         page=page,

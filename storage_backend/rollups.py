@@ -26,7 +26,7 @@ from pymongo.database import Database
 from storage_backend.errors import translate_errors
 from storage_backend.histogram import DurationHistogram, bucket_of
 from storage_backend.query_models import LatencyStats
-from storage_backend.schema import ROLLUP_INDEX, ROLLUPS
+from storage_backend.schema import ROLLUPS
 
 LEVELS: dict[str, timedelta] = {
     "1m": timedelta(minutes=1),
@@ -191,9 +191,7 @@ def read_rollups(
     if versions is not None:
         query["version"] = {"$in": list(versions)}
     with translate_errors():
-        docs = list(
-            db[ROLLUPS].find(query, {"_id": 0, "project_id": 0, "expire_at": 0}).hint(ROLLUP_INDEX)
-        )
+        docs = list(db[ROLLUPS].find(query, {"_id": 0, "project_id": 0, "expire_at": 0}))
     return [
         RollupRow(
             bucket=d["bucket"],

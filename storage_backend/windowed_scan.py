@@ -6,7 +6,8 @@ range of the sort key first (the last minute; durations over 10 s) and widen it
 geometrically until the page is full or the whole range was read: the cost is that of the
 documents in the final window, about the page size times the widening factor at a steady
 rate. On MongoDB, which walks the index in order, the same queries are as cheap or cheaper.
-Each read names its index (`hint`), because a planner that ignores the sort picks poorly.
+No `hint`: the range on the sort key leads both planners to the right index, and on
+SecantusDB 0.7 a hinted find walked the whole index (~1 s at 3k records, measured).
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ def top_descending(
     *,
     needed: int,
     projection: dict[str, Any] | None,
-    hint: str,
 ) -> list[dict[str, Any]]:
     """The first `needed` documents matching `query` by `field` descending, reading the
     widening ranges `field >= bound` until enough are found (a None bound reads all)."""
@@ -64,7 +64,7 @@ def top_descending(
         if bound is not None:
             low = user_range.get("$gte")
             windowed[field] = {**user_range, "$gte": bound if low is None else max(bound, low)}
-        docs = list(col.find(windowed, projection).sort(field, DESCENDING).hint(hint).limit(needed))
+        docs = list(col.find(windowed, projection).sort(field, DESCENDING).limit(needed))
         if len(docs) >= needed:
             break
     return docs
