@@ -91,10 +91,6 @@ def recent_call_trees(
     version) and how many stored trees could not be decoded. `until` is where the search
     starts looking back from (default now; a retired version's last bucket is cheaper)."""
     limit = max(1, min(limit, MAX_PROFILE_LIMIT))
-    if endpoint is not None:
-        hint = "project_endpoint_time"
-    else:
-        hint = "project_version_time" if version is not None else "project_time"
     with translate_errors():
         docs = top_descending(
             db[PERFORMANCE_RECORDS],
@@ -103,7 +99,6 @@ def recent_call_trees(
             time_bounds(until or datetime.now(timezone.utc), None),
             needed=limit,
             projection={"profile": 1},
-            hint=hint,
         )
     trees, skipped = [], 0
     for doc in docs:

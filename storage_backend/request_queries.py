@@ -1,12 +1,13 @@
 """The requests list (filtered, sorted, paged) and one request's detail.
 
-Every query names an index that starts with `project_id` (schema.py) and reads newest or
-slowest first through widening windows (windowed_scan.py); the total is counted only up to
+Every filter is served by an index that starts with `project_id` (schema.py); pages read
+newest or slowest first through widening windows (windowed_scan.py); the total is counted only up to
 `TOTAL_CAP`, so a page costs about the same at 10k and 1M records.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,6 +25,7 @@ from storage_backend.query_models import (
     RequestSummary,
     SpanView,
 )
+from storage_backend.rollups import as_utc
 from storage_backend.schema import PERFORMANCE_RECORDS, SPANS
 from storage_backend.windowed_scan import duration_bounds, time_bounds, top_descending
 
@@ -86,15 +88,6 @@ def records_query(project_id: str, flt: RequestFilter | None = None) -> dict[str
     return query
 
 
-def index_for(flt: RequestFilter, sort_field: str) -> str:
-    """The index (schema.py) that serves a requests-list query's filter and sort."""
-    if sort_field == "timestamp":
-        if flt.endpoint:
-            return "project_endpoint_time"
-        return "project_version_time" if flt.version is not None else "project_time"
-    return "project_endpoint_duration" if flt.endpoint else "project_duration"
-
-
 def summary_of(doc: dict[str, Any]) -> RequestSummary:
     """The list row of a stored performance record."""
     request = doc.get("request_info") or {}
@@ -133,10 +126,13 @@ def list_requests(
         raise ValueError(f"page must be >= 1 and size in 1..{MAX_PAGE_SIZE}")
     if sort not in _SORTS:
         raise ValueError(f"sort must be one of {sorted(_SORTS)}")
-    flt = flt or RequestFilter()
+    flt = dataclasses.replace(
+        flt or RequestFilter(),
+        since=as_utc(flt.since) if flt and flt.since else None,
+        until=as_utc(flt.until) if flt and flt.until else None,
+    )
     query = records_query(project_id, flt)
     field, direction = _SORTS[sort]
-    hint = index_for(flt, field)
     skip = (page - 1) * size
     with translate_errors():
         col = db[PERFORMANCE_RECORDS]
@@ -153,13 +149,12 @@ def list_requests(
                 bounds,
                 needed=skip + size,
                 projection=_SUMMARY_FIELDS,
-                hint=hint,
             )[skip:]
         else:
             # Oldest/fastest first is rare (no dashboard asks it); it reads every match.
-            cursor = col.find(query, _SUMMARY_FIELDS).sort(field, direction).hint(hint)
+            cursor = col.find(query, _SUMMARY_FIELDS).sort(field, direction)
             docs = list(cursor.skip(skip).limit(size))
-        total = col.count_documents(query, limit=TOTAL_CAP + 1, hint=hint)
+        total = col.count_documents(query, limit=TOTAL_CAP + 1)
     return RequestPage(
         items=[summary_of(d) for d in docs],
         page=page,

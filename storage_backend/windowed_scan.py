@@ -6,7 +6,8 @@ range of the sort key first (the last minute; durations over 10 s) and widen it
 geometrically until the page is full or the whole range was read: the cost is that of the
 documents in the final window, about the page size times the widening factor at a steady
 rate. On MongoDB, which walks the index in order, the same queries are as cheap or cheaper.
-Each read names its index (`hint`), because a planner that ignores the sort picks poorly.
+No `hint`: the range on the sort key leads both planners to the right index, and on
+SecantusDB 0.7 a hinted find walked the whole index (~1 s at 3k records, measured).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pymongo import DESCENDING
 from pymongo.collection import Collection
 
 _FIRST_TIME_WINDOW = timedelta(minutes=1)
-_TIME_GROWTH = 8
-_MAX_TIME_WINDOWS = 8  # 1 min * 8**7 is ~4 years; after that, everything
+_TIME_GROWTH = 4
+_MAX_TIME_WINDOWS = 12  # 1 min * 4**11 is ~8 years; after that, everything
 _DURATION_BOUNDS = (10.0, 2.5, 0.6, 0.15, 0.04, 0.01, 0.0025)
 
 
@@ -53,7 +54,6 @@ def top_descending(
     *,
     needed: int,
     projection: dict[str, Any] | None,
-    hint: str,
 ) -> list[dict[str, Any]]:
     """The first `needed` documents matching `query` by `field` descending, reading the
     widening ranges `field >= bound` until enough are found (a None bound reads all)."""
@@ -64,7 +64,7 @@ def top_descending(
         if bound is not None:
             low = user_range.get("$gte")
             windowed[field] = {**user_range, "$gte": bound if low is None else max(bound, low)}
-        docs = list(col.find(windowed, projection).sort(field, DESCENDING).hint(hint).limit(needed))
+        docs = list(col.find(windowed, projection).sort(field, DESCENDING).limit(needed))
         if len(docs) >= needed:
             break
     return docs
