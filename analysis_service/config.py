@@ -91,11 +91,12 @@ class AnalysisSettings(BaseModel):
     default_service: str = "builtin"
     analysis_templates: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
     lease_seconds: float = Field(60.0, gt=0, description="job lease; renewed every third")
-    max_attempts: int = Field(3, ge=1, description="attempts before a job is failed")
     retry_backoff_seconds: float = Field(
         5.0, gt=0, description="first retry delay; doubles per attempt, capped at 10 minutes"
     )
-    time_limit_seconds: float = Field(300.0, gt=0, description="per-job time limit")
+    time_limit_seconds: float = Field(
+        300.0, gt=0, description="this worker's cap on a job's run time (jobs carry their own)"
+    )
     poll_interval_seconds: float = Field(1.0, gt=0, description="idle wait between claims")
     auto_analysis_window_seconds: float = Field(
         300.0, gt=0, description="at most one automatic analysis per project+route per window"

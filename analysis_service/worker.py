@@ -185,7 +185,10 @@ class Worker:
             with self._lock:
                 if not self._running:
                     return
-            self._renew_leases()
+            try:
+                self._renew_leases()
+            except StoreError as exc:
+                logger.warning("housekeeping: %s", exc)
             time.sleep(interval)
 
     def _renew_leases(self) -> None:
@@ -193,8 +196,9 @@ class Worker:
         with self._lock:
             running = list(self._running.values())
         for r in running:
-            if now - r.started > r.job.time_limit:
-                reason = f"time limit exceeded ({r.job.time_limit:g}s)"
+            limit = min(r.job.time_limit, self.settings.time_limit_seconds)
+            if now - r.started > limit:
+                reason = f"time limit exceeded ({limit:g}s)"
                 self.store.jobs.fail(r.job.id, self.worker_id, reason, retryable=False)
                 with self._lock:
                     self._running.pop(r.job.id, None)

@@ -252,6 +252,11 @@ def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
             f"  MongoDB            : {store.url}"
             + ("  (embedded, data in " + str(settings.data_dir) + ")" if store.embedded else ""),
         ]
+        if worker is not None:
+            lines.append(
+                f"  Analysis worker    : {worker.concurrency} job(s) at a time, default "
+                f"analyzer {settings.analysis.default_service!r}"
+            )
         if admin.source in ("generated", "file"):
             lines.append(
                 f"  Admin token        : {admin.token}  (REST API management; kept in "

@@ -9,7 +9,7 @@ tasks, and queue stats of its own jobs. Projects are named by id in paths, never
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -143,7 +143,7 @@ def history(
     project_id: str,
     store: StoreDep,
     caller: CallerDep,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    skip: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """The brief's `history/{project_key}`, by project id: keys stay out of URLs."""
@@ -151,6 +151,13 @@ def history(
     store.projects.get(project_id)  # 20001 for an unknown project
     items = [_public(d) for d in store.analyses.history(project_id, skip=skip, limit=limit)]
     return success({"total": store.analyses.count(project_id), "items": items})
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    """A naive time is taken as UTC (so naive and aware bounds compare)."""
+    if when is None or when.tzinfo is not None:
+        return when
+    return when.replace(tzinfo=timezone.utc)
 
 
 class ReportRequest(BaseModel):
@@ -164,12 +171,13 @@ def request_report(body: ReportRequest, store: StoreDep, caller: CallerDep) -> d
     """Enqueue a report of a project; download it from `/report/{task_id}` when done."""
     project_id = caller.default_project_id(body.project_id)
     store.projects.get(project_id)
-    if body.start and body.end and body.start >= body.end:
+    start, end = _utc(body.start), _utc(body.end)
+    if start and end and start >= end:
         raise ApiError(ErrorCode.PARAMETER_ERROR, "start must be before end")
     payload = {
         "project_id": project_id,
-        "start": body.start.isoformat() if body.start else None,
-        "end": body.end.isoformat() if body.end else None,
+        "start": start.isoformat() if start else None,
+        "end": end.isoformat() if end else None,
         "report_type": "summary",
     }
     task_id = _enqueue(store, "report", payload, project_id, None)

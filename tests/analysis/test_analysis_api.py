@@ -60,6 +60,9 @@ def test_analyze_then_result_status_history(api, store, project):
     history = api.get(f"/api/v1/analysis/history/{project.project.id}", headers=headers).json()
     assert history["data"]["total"] == 1
     assert history["data"]["items"][0]["id"] == analysis_id
+    # Out-of-range paging is a parameter error, not a database overflow (found by fuzzing).
+    huge = api.get(f"/api/v1/analysis/history/{project.project.id}?skip={10**20}", headers=headers)
+    assert huge.status_code == 400 and huge.json()["code"] == 10001
     as_admin = api.get(f"/api/v1/analysis/history/{project.project.id}", headers=_auth(ADMIN))
     assert as_admin.json()["data"]["items"][0]["id"] == analysis_id
 
@@ -101,6 +104,9 @@ def test_batch_analyze_report_download_and_queue_stats(api, store, project):
     assert missing.json()["code"] == 10001
     batch = api.post("/api/v1/analysis/batch-analyze", json={"record_ids": ids}, headers=headers)
     batch_id = batch.json()["data"]["task_id"]
+    mixed = {"start": "2026-01-02T00:00:00", "end": "2026-01-01T00:00:00+00:00"}
+    backwards = api.post("/api/v1/analysis/report", json=mixed, headers=headers)
+    assert backwards.json()["code"] == 10001  # naive taken as UTC, then compared
     report = api.post("/api/v1/analysis/report", json={}, headers=headers)
     report_id = report.json()["data"]["task_id"]
 

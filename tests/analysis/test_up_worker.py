@@ -25,6 +25,7 @@ def _call(url: str, key: str, body: dict | None = None) -> tuple[int, bytes]:
 def test_up_runs_a_worker_that_generates_reports(tmp_path: Path):
     up = Up(tmp_path / "data")
     try:
+        assert any("Analysis worker    : 1 job(s) at a time" in line for line in up.lines)
         api = up.http + "/api/v1/analysis"
         _, body = _call(api + "/report", up.key, {})
         task_id = json.loads(body)["data"]["task_id"]
