@@ -10,8 +10,6 @@ Pages never build MongoDB queries: everything here calls `storage_backend`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,42 +116,24 @@ def aggregated_call_tree(
 # -- requests -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RequestQuery:
-    """The requests list's filters as a hashable value (it keys the cache)."""
-
-    endpoint: str | None = None
-    status_class: str | None = None
-    min_duration: float | None = None
-    max_duration: float | None = None
-    version: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    errors_only: bool = False
-    sort: str = "-timestamp"
-    page: int = 1
-    size: int = 50
-
-
 @st.cache_data(ttl=QUERY_TTL, show_spinner=False)
-def list_requests(location: StoreLocation, project_id: str, query: RequestQuery) -> q.RequestPage:
-    flt = q.RequestFilter(
-        endpoint=query.endpoint,
-        status_class=query.status_class,  # type: ignore[arg-type]
-        min_duration=query.min_duration,
-        max_duration=query.max_duration,
-        version=query.version,
-        since=query.since,
-        until=query.until,
-        errors_only=query.errors_only,
-    )
+def list_requests(
+    location: StoreLocation,
+    project_id: str,
+    flt: q.RequestFilter,
+    *,
+    sort: str = "-timestamp",
+    page: int = 1,
+    size: int = 50,
+) -> q.RequestPage:
+    """A page of the requests list (the filter's fields key the cache)."""
     return q.list_requests(
         get_store(location).db,
         project_id,
         flt,
-        sort=query.sort,  # type: ignore[arg-type]
-        page=query.page,
-        size=query.size,
+        sort=sort,
+        page=page,
+        size=size,  # type: ignore[arg-type]
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from storage_backend import queries as q
 from ui import context, data
 from ui.components.analysis_report import job_status, render_analysis
 from ui.components.feedback import empty_state
@@ -41,11 +42,9 @@ with st.container(border=True):
         page = data.list_requests(
             ctx.location,
             project.id,
-            data.RequestQuery(
-                endpoint=None if endpoint == choices[0] else endpoint,
-                sort="-duration",
-                size=int(count),
-            ),
+            q.RequestFilter(endpoint=None if endpoint == choices[0] else endpoint),
+            sort="-duration",
+            size=int(count),
         )
         ids = [r.id for r in page.items]
         if ids:

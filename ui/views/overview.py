@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from storage_backend import queries as q
 from ui import context, data
 from ui.components.charts import format_ms, trends_figure
 from ui.components.feedback import empty_state
@@ -69,7 +70,8 @@ with right:
     page = data.list_requests(
         ctx.location,
         project.id,
-        data.RequestQuery(since=trends.since, min_duration=overall.p95, size=8),
+        q.RequestFilter(since=trends.since, min_duration=overall.p95),
+        size=8,
     )
     requests_table(page.items, key="overview_slow_requests")
     st.page_link("views/requests.py", label="All requests →")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from storage_backend import queries as q
 from ui import context, data
 from ui.components.analysis_report import job_status, render_analysis
 from ui.components.charts import format_ms
@@ -33,7 +34,8 @@ if not record_id:
     slow = data.list_requests(
         ctx.location,
         project.id,
-        data.RequestQuery(since=overall.since, min_duration=overall.overall.p95, size=15),
+        q.RequestFilter(since=overall.since, min_duration=overall.overall.p95),
+        size=15,
     )
     requests_table(slow.items, key="detail_pick")
     st.stop()

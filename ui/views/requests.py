@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
-from storage_backend.queries import TIME_RANGES
+from storage_backend import queries as q
 from ui import context, data
 from ui.components.feedback import empty_state
 from ui.components.tables import requests_table
@@ -50,19 +50,19 @@ if st.session_state.get("req_signature") != signature:
     st.session_state["req_page"] = 1
 page_number = st.session_state.get("req_page", 1)
 until = datetime.now(timezone.utc)
-query = data.RequestQuery(
+flt = q.RequestFilter(
     endpoint=None if endpoint == ANY else endpoint,
     status_class=None if status == ANY else status,
     min_duration=min_ms / 1000 if min_ms else None,
     max_duration=max_ms / 1000 if max_ms else None,
     version=None if version == ANY else version,
-    since=(until - TIME_RANGES[ctx.time_range]).replace(second=0, microsecond=0),
+    # Whole minutes, so reruns within a minute share the cached page.
+    since=(until - q.TIME_RANGES[ctx.time_range]).replace(second=0, microsecond=0),
     errors_only=errors_only,
-    sort=sort,
-    page=page_number,
-    size=PAGE_SIZE,
 )
-result = data.list_requests(ctx.location, project.id, query)
+result = data.list_requests(
+    ctx.location, project.id, flt, sort=sort, page=page_number, size=PAGE_SIZE
+)
 if not result.items and page_number == 1:
     if not summary.endpoints:
         empty_state(project)
