@@ -29,13 +29,12 @@ record_id = st.query_params.get("record")
 if not record_id:
     ctx, project = context.page_with_project("Request detail")
     overall = data.trends(ctx.location, project.id, ctx.time_range)
-    st.caption("Pick a request (or select one on the Requests page): the newest slower than "
-               "the time range's p95 are below.")  # fmt: skip
+    st.caption(
+        "Pick a request (or select one on the Requests page): the slowest of the time "
+        "range are below."
+    )
     slow = data.list_requests(
-        ctx.location,
-        project.id,
-        q.RequestFilter(since=overall.since, min_duration=overall.overall.p95),
-        size=15,
+        ctx.location, project.id, q.RequestFilter(since=overall.since), sort="-duration", size=15
     )
     requests_table(slow.items, key="detail_pick")
     st.stop()
