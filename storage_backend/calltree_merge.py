@@ -70,12 +70,19 @@ def merge_call_trees(trees: Iterable[CallTreeNode]) -> AggregatedCallNode | None
 def profiled_records_query(
     project_id: str, endpoint: str | None = None, version: str | None = None
 ) -> dict[str, Any]:
-    query: dict[str, Any] = {"project_id": project_id, "profile.tree": {"$exists": True}}
+    """The server-side part of "profiled records of an endpoint and/or version": only
+    fields of one index (see `request_queries.split_query` for why); `_has_tree` and, with
+    both an endpoint and a version, `_of_version` check the rest."""
+    query: dict[str, Any] = {"project_id": project_id}
     if endpoint is not None:
         query["endpoint"] = endpoint
-    if version is not None:
+    elif version is not None:
         query["version_info.app_version"] = version or None
     return query
+
+
+def _has_tree(doc: dict[str, Any]) -> bool:
+    return bool((doc.get("profile") or {}).get("tree"))
 
 
 def recent_call_trees(
@@ -91,6 +98,13 @@ def recent_call_trees(
     version) and how many stored trees could not be decoded. `until` is where the search
     starts looking back from (default now; a retired version's last bucket is cheaper)."""
     limit = max(1, min(limit, MAX_PROFILE_LIMIT))
+    keep = _has_tree
+    if endpoint is not None and version is not None:
+        wanted = version or None
+
+        def keep(doc: dict[str, Any]) -> bool:
+            return _has_tree(doc) and (doc.get("version_info") or {}).get("app_version") == wanted
+
     with translate_errors():
         docs = top_descending(
             db[PERFORMANCE_RECORDS],
@@ -98,7 +112,8 @@ def recent_call_trees(
             "timestamp",
             time_bounds(until or datetime.now(timezone.utc), None),
             needed=limit,
-            projection={"profile": 1},
+            projection={"profile": 1, "version_info.app_version": 1},
+            keep=keep,
         )
     trees, skipped = [], 0
     for doc in docs:

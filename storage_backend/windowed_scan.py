@@ -12,7 +12,7 @@ SecantusDB 0.7 a hinted find walked the whole index (~1 s at 3k records, measure
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,9 +54,11 @@ def top_descending(
     *,
     needed: int,
     projection: dict[str, Any] | None,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """The first `needed` documents matching `query` by `field` descending, reading the
-    widening ranges `field >= bound` until enough are found (a None bound reads all)."""
+    """The first `needed` documents matching `query` (and `keep`, a filter applied here) by
+    `field` descending, reading the widening ranges `field >= bound` until enough are found
+    (a None bound reads all)."""
     docs: list[dict[str, Any]] = []
     user_range = query.get(field) if isinstance(query.get(field), dict) else {}
     for bound in bounds:
@@ -64,7 +66,11 @@ def top_descending(
         if bound is not None:
             low = user_range.get("$gte")
             windowed[field] = {**user_range, "$gte": bound if low is None else max(bound, low)}
-        docs = list(col.find(windowed, projection).sort(field, DESCENDING).limit(needed))
+        cursor = col.find(windowed, projection).sort(field, DESCENDING)
+        if keep is None:
+            docs = list(cursor.limit(needed))
+        else:
+            docs = [d for d in cursor if keep(d)][:needed]
         if len(docs) >= needed:
             break
     return docs
