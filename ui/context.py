@@ -12,6 +12,7 @@ import streamlit as st
 
 from storage_backend import Project, StoreError
 from ui import data
+from ui.components.feedback import show_failure
 from ui.settings import StoreLocation, admin_token, is_loopback, store_location
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ def sidebar() -> Context | None:
             f"Cannot reach the store ({exc}). Is `pystrument up` running, or "
             "PYSTRUMENT_MONGODB_URL set for the UI?"
         )
+        return None
+    except Exception as exc:  # e.g. the embedded server cannot start: a message, not a trace
+        show_failure(exc)
         return None
     with st.sidebar:
         project = None

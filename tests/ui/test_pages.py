@@ -4,6 +4,7 @@ filled (tests/ui/conftest.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -274,3 +275,15 @@ def test_projects_page_saves_settings_and_rotates_the_key(app, shop_data) -> Non
     assert shop_data.store.projects.find_by_key(new_key).id == project.id
     # The snippet on the page now carries the new key for copy-paste.
     assert any(f"PYSTRUMENT_PROJECT_KEY={new_key}" in c.value for c in at.code)
+
+
+def test_an_unreachable_store_is_a_message(monkeypatch) -> None:
+    from storage_backend.embedded import free_port
+
+    monkeypatch.setenv("PYSTRUMENT_MONGODB_URL", f"mongodb://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("PYSTRUMENT_MONGODB_DATABASE", "nowhere")
+    monkeypatch.setenv("PYSTRUMENT_UI_ADDRESS", "127.0.0.1")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "ui" / "app.py"),
+                           default_timeout=60).run()  # fmt: skip
+    assert not at.exception
+    assert "Cannot reach the store" in at.error[0].value
