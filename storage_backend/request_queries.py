@@ -216,7 +216,9 @@ def _count(
     """(total, is a lower bound): exact up to TOTAL_CAP; with a residual check, counted over
     at most COUNT_SCAN_LIMIT index-matched rows."""
     if keep is None:
-        total = col.count_documents(server, limit=TOTAL_CAP + 1)
+        # A limited find, not count_documents: SecantusDB 0.7 counts every match before
+        # applying a count's limit (measured: 8.5 s at 100k records), a cursor stops early.
+        total = len(list(col.find(server, {"_id": 1}).limit(TOTAL_CAP + 1)))
         return min(total, TOTAL_CAP), total > TOTAL_CAP
     total = scanned = 0
     for doc in col.find(server, _SUMMARY_FIELDS).limit(COUNT_SCAN_LIMIT):

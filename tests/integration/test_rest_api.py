@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
@@ -253,3 +254,26 @@ def test_naive_times_in_filters_are_taken_as_utc(client: TestClient):
         headers=key_header(key),
     ).json()
     assert res["code"] == 0 and res["data"]["total"] == 1
+
+
+def test_collect_stores_any_valid_json_keys_and_strings(client: TestClient, store: Store):
+    _pid, key = _create(client, "odd")
+    record = _record()
+    record["request_info"]["query_params"] = {
+        "a": {"b\u0000c": 1, "$d": {"e.f": "x"}},
+        "s": ["lone \udc80 surrogate"],
+        "n": 2**70,
+    }
+    body = json.dumps(record).encode()  # json keeps the lone surrogate as \\udc80
+    res = client.post(
+        "/api/v1/performance/collect",
+        content=body,
+        headers={**key_header(key), "content-type": "application/json"},
+    )
+    assert res.json()["data"] == {"received": 1, "stored": 1}, res.text
+    doc = store.collection("performance_records").find_one({"source": "collect"})
+    assert doc["request_info"]["query_params"] == {
+        "a": {"bc": 1, "d": {"e_f": "x"}},
+        "s": ["lone \\udc80 surrogate"],
+        "n": str(2**70),
+    }
