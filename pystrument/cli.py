@@ -1,8 +1,9 @@
 """The `pystrument` command: run the platform, manage projects, try the demo.
 
-pystrument up                 store (embedded unless PYSTRUMENT_MONGODB_URL) + receiver
+pystrument up                 store (embedded unless PYSTRUMENT_MONGODB_URL) + receiver + UI
 pystrument receiver           the OTLP receiver alone, against PYSTRUMENT_MONGODB_URL
 pystrument analyzer           an analysis worker (any number share one job queue)
+pystrument ui                 the Streamlit UI (`up` starts it too), on http://127.0.0.1:8501
 pystrument projects create N  create a project and print its key (shown once)
 pystrument projects list      list projects (never their keys)
 pystrument demo               run the example Flask app against a running `pystrument up`
@@ -92,6 +93,12 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-format", choices=["text", "json"], help="json: one object per line")
 
 
+def _add_ui_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ui-port", type=int, help="UI port (default 8501; PYSTRUMENT_UI_PORT)")
+    p.add_argument("--ui-address", help="UI bind address (default 127.0.0.1; "
+                   "PYSTRUMENT_UI_ADDRESS)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pystrument",
@@ -116,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not run an analysis worker in this process")  # fmt: skip
     up.add_argument("--concurrency", type=int, help="jobs the built-in analysis worker runs "
                     "at once (default 1)")  # fmt: skip
+    _add_ui_flags(up)
+    up.add_argument("--no-ui", action="store_true", help="do not start the Streamlit UI")
+
+    ui = sub.add_parser(
+        "ui",
+        help="run the Streamlit UI (http://127.0.0.1:8501) on the store",
+        description="Run the web UI: overview, endpoints, requests with their call trees, "
+        "analyses, version comparison, projects. It reads PYSTRUMENT_MONGODB_URL, or the store "
+        "of a `pystrument up` on this data directory. It binds 127.0.0.1 unless told "
+        "otherwise; bound elsewhere it asks for the admin token (PYSTRUMENT_ADMIN_TOKEN, or "
+        "the one `pystrument up` generated). Ctrl-C or SIGTERM stops it.",
+    )
+    _add_ui_flags(ui)
+    ui.add_argument("--config", help="YAML configuration file (also PYSTRUMENT_CONFIG)")
+    ui.add_argument("--mongodb-url", help="MongoDB URL (also PYSTRUMENT_MONGODB_URL)")
+    ui.add_argument("--data-dir", help="data directory of a `pystrument up` to read")
+    ui.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     receiver = sub.add_parser(
         "receiver",
@@ -199,6 +223,9 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         log_level=getattr(args, "log_level", None),
         analyzer_concurrency=getattr(args, "concurrency", None),
         analyzer_enabled=False if getattr(args, "no_analyzer", False) else None,
+        ui_enabled=False if getattr(args, "no_ui", False) else None,
+        ui_port=getattr(args, "ui_port", None),
+        ui_address=getattr(args, "ui_address", None),
     )
 
 
@@ -260,6 +287,7 @@ def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
         return 1
     receiver = None
     worker = None
+    ui_process = None
     try:
         default = None
         if with_default_project:
@@ -313,6 +341,8 @@ def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
                 "Try it: `make demo` (or `pystrument demo`) in another shell. Ctrl-C stops.",
             ]
         print("\n".join(lines), flush=True)
+        if with_default_project and settings.ui_enabled:
+            ui_process = _start_ui_child(settings, store.url, receiver, admin.token)
         if with_default_project:
             write_runtime_info(
                 settings.data_dir,
@@ -330,6 +360,10 @@ def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
         print("pystrument: interrupted during start-up, shutting down...", file=sys.stderr)
     finally:
         stop.restore()
+        if ui_process is not None:
+            from pystrument.ui_launcher import stop_ui
+
+            stop_ui(ui_process)
         if receiver is not None:
             receiver.stop()
         if worker is not None:
@@ -339,6 +373,51 @@ def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
         store.close()
     print("pystrument: stopped.", file=sys.stderr, flush=True)
     return 0
+
+
+def _start_ui_child(settings: ServerSettings, mongodb_url: str, receiver: Any, token: Any) -> Any:
+    """The UI as a child of `pystrument up`, on this store and receiver."""
+    from pystrument.ui_launcher import start_ui, ui_command, ui_environment
+
+    scheme = "https" if receiver.tls else "http"
+    host = "localhost" if settings.grpc_host in ("0.0.0.0", "::") else settings.grpc_host
+    env = ui_environment(
+        settings,
+        address=settings.ui_address,
+        mongodb_url=mongodb_url,
+        otlp_endpoint=f"{scheme}://{host}:{receiver.grpc_port}",
+        admin_token=token,
+    )
+    process = start_ui(ui_command(settings.ui_port, settings.ui_address), env)
+    ui_host = "localhost" if settings.ui_address in ("127.0.0.1", "::1") else settings.ui_address
+    print(f"  UI                 : http://{ui_host}:{settings.ui_port}", flush=True)
+    return process
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Run the UI in the foreground until it exits, Ctrl-C or SIGTERM."""
+    from pystrument.ui_launcher import start_ui, stop_ui, ui_command, ui_environment
+
+    settings = _settings(args)
+    _configure_logging(settings.log_level)
+    env = ui_environment(settings, address=settings.ui_address)
+    if "PYSTRUMENT_MONGODB_URL" not in env:
+        print("pystrument ui: no PYSTRUMENT_MONGODB_URL and no running `pystrument up` found; "
+              "the UI starts the embedded store on " + str(settings.data_dir),
+              file=sys.stderr)  # fmt: skip
+    stop = _StopSignal()
+    process = start_ui(ui_command(settings.ui_port, settings.ui_address), env)
+    print(f"pystrument UI on http://{settings.ui_address}:{settings.ui_port}  (Ctrl-C stops)",
+          flush=True)  # fmt: skip
+    try:
+        while process.poll() is None and not stop.event.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.restore()
+        stop_ui(process)
+    return process.returncode if process.returncode and process.returncode > 0 else 0
 
 
 def _start_worker(store: Any, settings: ServerSettings) -> Any:
@@ -476,6 +555,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_analyzer(args)
     if args.command == "projects":
         return cmd_projects(args)
+    if args.command == "ui":
+        return cmd_ui(args)
     if args.command == "demo":
         return cmd_demo(args)
     parser.print_help()

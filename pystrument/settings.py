@@ -95,6 +95,11 @@ class ServerSettings(BaseSettings):
         1, ge=1, le=64, description="jobs one analysis worker runs at once"
     )
     analyzer_enabled: bool = Field(True, description="`pystrument up` runs an analysis worker")
+    ui_enabled: bool = Field(True, description="`pystrument up` starts the Streamlit UI")
+    ui_port: int = Field(8501, ge=0, le=65535, description="Streamlit UI port")
+    ui_address: str = Field(
+        "127.0.0.1", description="UI bind address; off loopback it asks for the admin token"
+    )
     analysis: AnalysisSettings = Field(
         default_factory=AnalysisSettings, description="analyzers and job queue (YAML)"
     )

@@ -9,9 +9,9 @@ of one endpoint are then its children), so the result is always a single tree.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import Any
 
-from pymongo import DESCENDING
 from pymongo.database import Database
 
 from otel_pyinstrument_processor import CallTreeNode
@@ -19,6 +19,7 @@ from storage_backend.errors import translate_errors
 from storage_backend.query_models import AggregatedCallNode, AggregatedCallTree
 from storage_backend.request_queries import decode_record_tree
 from storage_backend.schema import PERFORMANCE_RECORDS
+from storage_backend.windowed_scan import time_bounds, top_descending
 
 DEFAULT_PROFILE_LIMIT = 200
 MAX_PROFILE_LIMIT = 2000
@@ -69,12 +70,19 @@ def merge_call_trees(trees: Iterable[CallTreeNode]) -> AggregatedCallNode | None
 def profiled_records_query(
     project_id: str, endpoint: str | None = None, version: str | None = None
 ) -> dict[str, Any]:
-    query: dict[str, Any] = {"project_id": project_id, "profile.tree": {"$exists": True}}
+    """The server-side part of "profiled records of an endpoint and/or version": only
+    fields of one index (see `request_queries.split_query` for why); `_has_tree` and, with
+    both an endpoint and a version, `_of_version` check the rest."""
+    query: dict[str, Any] = {"project_id": project_id}
     if endpoint is not None:
         query["endpoint"] = endpoint
-    if version is not None:
+    elif version is not None:
         query["version_info.app_version"] = version or None
     return query
+
+
+def _has_tree(doc: dict[str, Any]) -> bool:
+    return bool((doc.get("profile") or {}).get("tree"))
 
 
 def recent_call_trees(
@@ -84,16 +92,28 @@ def recent_call_trees(
     endpoint: str | None = None,
     version: str | None = None,
     limit: int = DEFAULT_PROFILE_LIMIT,
+    until: datetime | None = None,
 ) -> tuple[list[CallTreeNode], int]:
     """The decoded trees of the `limit` most recent profiled requests (of an endpoint and/or
-    version) and how many stored trees could not be decoded."""
+    version) and how many stored trees could not be decoded. `until` is where the search
+    starts looking back from (default now; a retired version's last bucket is cheaper)."""
     limit = max(1, min(limit, MAX_PROFILE_LIMIT))
+    keep = _has_tree
+    if endpoint is not None and version is not None:
+        wanted = version or None
+
+        def keep(doc: dict[str, Any]) -> bool:
+            return _has_tree(doc) and (doc.get("version_info") or {}).get("app_version") == wanted
+
     with translate_errors():
-        docs = list(
-            db[PERFORMANCE_RECORDS]
-            .find(profiled_records_query(project_id, endpoint, version), {"profile": 1})
-            .sort("timestamp", DESCENDING)
-            .limit(limit)
+        docs = top_descending(
+            db[PERFORMANCE_RECORDS],
+            profiled_records_query(project_id, endpoint, version),
+            "timestamp",
+            time_bounds(until or datetime.now(timezone.utc), None),
+            needed=limit,
+            projection={"profile": 1, "version_info.app_version": 1},
+            keep=keep,
         )
     trees, skipped = [], 0
     for doc in docs:

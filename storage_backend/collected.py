@@ -21,12 +21,22 @@ from storage_backend.schema import PERFORMANCE_RECORDS
 from storage_backend.store import Store
 
 
-def _storable(mapping: dict[str, Any]) -> dict[str, Any]:
-    """A user-sent map with keys MongoDB accepts anywhere: no leading `$`, no `.`, no NUL."""
-    return {
-        str(k).replace("\x00", "").replace(".", "_").lstrip("$") or "_": v
-        for k, v in mapping.items()
-    }
+def storable(value: Any) -> Any:
+    """User-sent JSON made storable anywhere in BSON: keys without NUL, `.` or a leading `$`;
+    lone surrogates (valid JSON, invalid UTF-8) kept as visible escapes; integers beyond
+    BSON's 64 bits kept as their decimal text."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {
+            storable(str(k)).replace("\x00", "").replace(".", "_").lstrip("$") or "_": storable(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
 
 
 def _record_id(project_id: str, payload: dict[str, Any]) -> str:
@@ -39,13 +49,12 @@ def build_collected_record(
     project: Project, payload: dict[str, Any], *, store: Store, received_at: datetime
 ) -> dict[str, Any]:
     """The stored document of one validated brief-shaped record (see module docstring)."""
+    payload = storable(payload)
     request = dict(payload.get("request_info") or {})
     response = dict(payload.get("response_info") or {})
     metrics = dict(payload.get("performance_metrics") or {})
     method = (request.get("method") or "").upper() or None
     request["method"] = method
-    request["query_params"] = _storable(request.get("query_params") or {})
-    request["headers"] = _storable(request.get("headers") or {})
     route = request.get("route")
     status_code = response.get("status_code")
     timestamp = payload.get("timestamp") or received_at

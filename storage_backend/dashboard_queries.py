@@ -18,9 +18,10 @@ from storage_backend.query_models import (
 from storage_backend.rollups import (
     LEVELS,
     RollupRow,
+    as_utc,
     bucket_start,
-    level_for,
     read_rollups,
+    read_window,
     stats_of,
 )
 
@@ -44,10 +45,9 @@ def resolve_window(
     *,
     default: TimeRange = "24h",
 ) -> tuple[datetime, datetime]:
-    """`[since, until)` from explicit bounds or a named range ending now."""
-    until = until or _now()
-    if since is None:
-        since = until - TIME_RANGES[time_range or default]
+    """`[since, until)` from explicit bounds or a named range ending now (naive = UTC)."""
+    until = as_utc(until) if until else _now()
+    since = as_utc(since) if since else until - TIME_RANGES[time_range or default]
     if since >= until:
         raise ValueError("since must be before until")
     return since, until
@@ -67,7 +67,7 @@ def trends(
     if time_range not in TREND_BUCKETS:
         raise ValueError(f"time_range must be one of {sorted(TREND_BUCKETS)}")
     level, step = TREND_BUCKETS[time_range]
-    until = until or _now()
+    until = as_utc(until) if until else _now()
     # The last point is the bucket now falls in, so the chart ends with the live bucket.
     end = bucket_start(until, step) + step
     start = end - TIME_RANGES[time_range]
@@ -107,14 +107,11 @@ def endpoint_summary(
     project's total request time; largest total time first. Bounds are rounded out to the
     rollup level's buckets (minutes up to 6 h, hours up to 10 days, days beyond)."""
     since, until = resolve_window(time_range, since, until)
-    level = level_for(until - since)
-    width = LEVELS[level]
-    rows = read_rollups(
+    rows, _width = read_window(
         db,
         project_id,
-        level,
-        bucket_start(since, width),
-        bucket_start(until, width) + width,
+        since,
+        until,
         per_endpoint=True,
         versions=None if version is None else [version],
     )

@@ -38,14 +38,14 @@ MINUTE_ROLLUP_RETENTION = timedelta(days=2)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _aware(when: datetime) -> datetime:
-    """Naive datetimes from the store are UTC."""
+def as_utc(when: datetime) -> datetime:
+    """Naive datetimes (from a store without tz_aware, or a caller) are UTC."""
     return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def bucket_start(when: datetime, width: timedelta) -> datetime:
     """The start of the bucket of `width` containing `when` (aligned to the Unix epoch)."""
-    when = _aware(when)
+    when = as_utc(when)
     step = int(width.total_seconds())
     seconds = int((when - _EPOCH).total_seconds())
     return _EPOCH + timedelta(seconds=seconds - seconds % step)
@@ -91,7 +91,7 @@ def rollup_updates(
         hist_key = str(bucket_of(duration))
         expire_at = record.get("expire_at")
         for level, width in LEVELS.items():
-            if level == "1m" and _aware(record["timestamp"]) < minute_horizon:
+            if level == "1m" and as_utc(record["timestamp"]) < minute_horizon:
                 continue
             start = bucket_start(record["timestamp"], width)
             level_expiry = (
@@ -185,7 +185,7 @@ def read_rollups(
     if endpoint is not None:
         query["endpoint"] = endpoint
     elif per_endpoint:
-        query["endpoint"] = {"$type": "string"}
+        query["endpoint"] = {"$gte": ""}  # every string; the project-wide rows hold None
     else:
         query["endpoint"] = None
     if versions is not None:
@@ -205,6 +205,33 @@ def read_rollups(
         )
         for d in docs
     ]
+
+
+def read_window(
+    db: Database,
+    project_id: str,
+    since: datetime,
+    until: datetime,
+    *,
+    endpoint: str | None = None,
+    per_endpoint: bool = False,
+    versions: Sequence[str] | None = None,
+) -> tuple[list[RollupRow], timedelta]:
+    """`read_rollups` over `[since, until)` at the level `level_for` picks, the bounds
+    rounded out to its buckets; also returns the bucket width read."""
+    width = LEVELS[level_for(until - since)]
+    level = next(name for name, w in LEVELS.items() if w == width)
+    rows = read_rollups(
+        db,
+        project_id,
+        level,
+        bucket_start(since, width),
+        bucket_start(until, width) + width,
+        endpoint=endpoint,
+        per_endpoint=per_endpoint,
+        versions=versions,
+    )
+    return rows, width
 
 
 def stats_of(rows: Iterable[RollupRow]) -> LatencyStats:

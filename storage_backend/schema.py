@@ -16,6 +16,7 @@ PERFORMANCE_RECORDS = "performance_records"
 SPANS = "spans"
 ROLLUPS = "performance_rollups"
 AI_ANALYSIS_RESULTS = "ai_analysis_results"
+ROLLUP_INDEX = "project_level_endpoint_bucket"
 
 INDEXES: dict[str, list[IndexModel]] = {
     PROJECTS: [
@@ -42,6 +43,14 @@ INDEXES: dict[str, list[IndexModel]] = {
             [("project_id", ASCENDING), ("performance_metrics.total_duration", DESCENDING)],
             name="project_duration",
         ),
+        IndexModel(
+            [
+                ("project_id", ASCENDING),
+                ("endpoint", ASCENDING),
+                ("performance_metrics.total_duration", DESCENDING),
+            ],
+            name="project_endpoint_duration",
+        ),
         # Per-document expiry: retention can differ per project and per collection.
         IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0, name="ttl"),
     ],
@@ -58,7 +67,7 @@ INDEXES: dict[str, list[IndexModel]] = {
                 ("endpoint", ASCENDING),
                 ("bucket", ASCENDING),
             ],
-            name="project_level_endpoint_bucket",
+            name=ROLLUP_INDEX,
         ),
         IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0, name="ttl"),
     ],

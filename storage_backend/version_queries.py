@@ -27,12 +27,14 @@ from storage_backend.rollups import (
     LEVELS,
     RollupRow,
     bucket_start,
-    level_for,
     read_rollups,
+    read_window,
     stats_of,
 )
 
 DEFAULT_FUNCTION_LIMIT = 20
+DEFAULT_COMPARE_PROFILES = 50
+"""Call trees per version behind the function diff: the most recent profiled requests."""
 
 
 def list_versions(
@@ -87,21 +89,18 @@ def compare_versions(
     since: datetime | None = None,
     until: datetime | None = None,
     endpoint: str | None = None,
-    profile_limit: int = 200,
+    profile_limit: int = DEFAULT_COMPARE_PROFILES,
     function_limit: int = DEFAULT_FUNCTION_LIMIT,
 ) -> VersionComparison:
     """Each endpoint's latency under `base_version` and `target_version` (deltas are
     target - base, endpoints with the largest |p95 delta| first), and the functions whose
     mean self time per profiled request changed most (of one endpoint, when given)."""
     since, until = resolve_window(time_range, since, until)
-    level = level_for(until - since)
-    width = LEVELS[level]
-    rows = read_rollups(
+    rows, width = read_window(
         db,
         project_id,
-        level,
-        bucket_start(since, width),
-        bucket_start(until, width) + width,
+        since,
+        until,
         endpoint=endpoint,
         per_endpoint=endpoint is None,
         versions=[base_version, target_version],
@@ -132,11 +131,21 @@ def compare_versions(
         )
     endpoints.sort(key=lambda e: abs(e.p95_delta) if e.p95_delta is not None else -1, reverse=True)
 
-    base_trees, _ = recent_call_trees(
-        db, project_id, endpoint=endpoint, version=base_version, limit=profile_limit
-    )
-    target_trees, _ = recent_call_trees(
-        db, project_id, endpoint=endpoint, version=target_version, limit=profile_limit
+    # Each version's trees are searched back from its last bucket: a retired version's
+    # requests are old, and searching back from now would read everything since.
+    last_seen = {}
+    for row in rows:
+        last_seen[row.version] = max(last_seen.get(row.version, row.bucket), row.bucket)
+    base_trees, target_trees = (
+        recent_call_trees(
+            db,
+            project_id,
+            endpoint=endpoint,
+            version=version,
+            limit=profile_limit,
+            until=last_seen[version] + width if version in last_seen else until,
+        )[0]
+        for version in (base_version, target_version)
     )
     base_self = _mean_self_times(base_trees)
     target_self = _mean_self_times(target_trees)

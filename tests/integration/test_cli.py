@@ -57,6 +57,7 @@ class Up:
                 "127.0.0.1",
                 "--http-port",
                 "0",
+                "--no-ui",  # tests never bind 8501; tests/ui covers the UI child
             ],
             env={**_env(data_dir), **(extra_env or {})},
             stdout=subprocess.PIPE,
@@ -100,6 +101,14 @@ def test_up_creates_default_project_receives_spans_and_stops_cleanly(tmp_path: P
         assert _store_pids(data_dir), "the embedded store should be running"
         with urllib.request.urlopen(up.http + "/ready", timeout=10) as resp:
             assert json.loads(resp.read()) == {"status": "ok", "store": "ok"}
+        # The generated admin token is printed and opens the management API.
+        admin_token = re.search(r"Admin token +: (pat_\S+)", "\n".join(up.lines)).group(1)
+        request = urllib.request.Request(
+            up.http + "/api/v1/projects", headers={"Authorization": f"Bearer {admin_token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            listing = json.loads(resp.read())
+        assert listing["code"] == 0 and listing["data"]["items"][0]["name"] == "default"
         result = exporter(up.endpoint.replace("localhost", "127.0.0.1"), key).export(make_spans())
         assert result is SpanExportResult.SUCCESS
 
@@ -138,9 +147,11 @@ def test_up_creates_default_project_receives_spans_and_stops_cleanly(tmp_path: P
 
     # Second start: same data, same default project, and its key printed again from the 0600 file.
     assert (data_dir / "default-project.key").stat().st_mode & 0o777 == 0o600
+    assert (data_dir / "admin.token").stat().st_mode & 0o777 == 0o600
     again = Up(data_dir)
     try:
         assert again.key == key
+        assert admin_token in "\n".join(again.lines)
     finally:
         assert again.stop() == 0
     assert _store_pids(data_dir) == []

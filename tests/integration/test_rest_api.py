@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
@@ -230,3 +231,49 @@ def test_a_project_key_reads_only_its_own_project_and_never_sees_keys(client: Te
     assert [p["id"] for p in listing["items"]] == [pid_a]
     for text in seen:
         assert key_a not in text and key_b not in text and pid_b not in text
+
+
+def test_an_unexpected_failure_answers_10000_in_the_envelope(store: Store):
+    app = create_app(store, admin_token=ADMIN)
+
+    def explode() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/api/v1/explode", explode)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        res = c.get("/api/v1/explode")
+    assert res.status_code == 500
+    assert res.json() == {"code": 10000, "msg": "internal error", "data": None}
+
+
+def test_naive_times_in_filters_are_taken_as_utc(client: TestClient):
+    _pid, key = _create(client, "naive")
+    client.post("/api/v1/performance/collect", json=_record(), headers=key_header(key))
+    res = client.get(
+        "/api/v1/performance/records?since=2000-01-01T00:00:00&until=2100-01-01T00:00:00",
+        headers=key_header(key),
+    ).json()
+    assert res["code"] == 0 and res["data"]["total"] == 1
+
+
+def test_collect_stores_any_valid_json_keys_and_strings(client: TestClient, store: Store):
+    _pid, key = _create(client, "odd")
+    record = _record()
+    record["request_info"]["query_params"] = {
+        "a": {"b\u0000c": 1, "$d": {"e.f": "x"}},
+        "s": ["lone \udc80 surrogate"],
+        "n": 2**70,
+    }
+    body = json.dumps(record).encode()  # json keeps the lone surrogate as \\udc80
+    res = client.post(
+        "/api/v1/performance/collect",
+        content=body,
+        headers={**key_header(key), "content-type": "application/json"},
+    )
+    assert res.json()["data"] == {"received": 1, "stored": 1}, res.text
+    doc = store.collection("performance_records").find_one({"source": "collect"})
+    assert doc["request_info"]["query_params"] == {
+        "a": {"bc": 1, "d": {"e_f": "x"}},
+        "s": ["lone \\udc80 surrogate"],
+        "n": str(2**70),
+    }
