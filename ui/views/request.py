@@ -77,9 +77,18 @@ outside = time_by_category(spans)
 for category, label in (("database", "Database"), ("cache", "Cache"), ("external", "HTTP calls")):
     shown.append((label, format_ms(outside.get(category)),
                   f"time in {category} spans of the trace (overlaps counted once)"))  # fmt: skip
-memory = metrics.get("memory_usage") or metrics.get("memory_delta")
-shown.append(("Memory", f"{memory / 1e6:,.1f} MB" if memory else "—",
-              "Not measured unless the processor records memory"))  # fmt: skip
+# The processor's request metrics are sub-documents: memory_usage {peak_memory, memory_delta}
+# in bytes, database_metrics {query_count, query_time, slow_queries}.
+database = metrics.get("database_metrics") or {}
+if database.get("query_count") is not None:
+    shown.append(("SQL queries", f"{database['query_count']:,}",
+                  f"{format_ms(database.get('query_time'))} in SQL, "
+                  f"{database.get('slow_queries') or 0} slow"))  # fmt: skip
+memory = metrics.get("memory_usage") or {}
+delta, peak = memory.get("memory_delta"), memory.get("peak_memory")
+shown.append(("Memory Δ", f"{delta / 1e6:+,.1f} MB" if delta is not None else "—",
+              f"process RSS change during the request; peak RSS {peak / 1e6:,.0f} MB"
+              if peak else "Not measured unless the processor records memory"))  # fmt: skip
 for col, (label, value, help_text) in zip(st.columns(len(shown)), shown, strict=True):
     col.metric(label, value, help=help_text)
 
