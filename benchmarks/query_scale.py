@@ -8,8 +8,8 @@ the endpoint summary and a version comparison. Prints the median of --repeat run
 growth ratio largest/smallest size per query. Targets: trends and endpoint summary <= 2x,
 a requests-list page <= 2x.
 
-    .venv/bin/python benchmarks/query_scale.py                      # 10k, 100k (~2 min)
-    .venv/bin/python benchmarks/query_scale.py --sizes 10k,100k,1m  # + 1M (~10 min)
+    .venv/bin/python benchmarks/query_scale.py                      # 10k, 100k (~5 min)
+    .venv/bin/python benchmarks/query_scale.py --sizes 10k,100k,1m  # + 1M (~40 min here)
     PYSTRUMENT_MONGODB_URL=mongodb://... .venv/bin/python benchmarks/query_scale.py
 
 Without PYSTRUMENT_MONGODB_URL an embedded server is started in a temporary directory.

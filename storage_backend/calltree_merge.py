@@ -106,7 +106,7 @@ def recent_call_trees(
             return _has_tree(doc) and (doc.get("version_info") or {}).get("app_version") == wanted
 
     with translate_errors():
-        docs = top_descending(
+        docs, _window = top_descending(
             db[PERFORMANCE_RECORDS],
             profiled_records_query(project_id, endpoint, version),
             "timestamp",

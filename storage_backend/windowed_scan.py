@@ -55,11 +55,12 @@ def top_descending(
     needed: int,
     projection: dict[str, Any] | None,
     keep: Callable[[dict[str, Any]], bool] | None = None,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The first `needed` documents matching `query` (and `keep`, a filter applied here) by
     `field` descending, reading the widening ranges `field >= bound` until enough are found
-    (a None bound reads all)."""
+    (a None bound reads all). Also returns the query of the last window read."""
     docs: list[dict[str, Any]] = []
+    windowed = dict(query)
     user_range = query.get(field) if isinstance(query.get(field), dict) else {}
     for bound in bounds:
         windowed = dict(query)
@@ -73,4 +74,4 @@ def top_descending(
             docs = [d for d in cursor if keep(d)][:needed]
         if len(docs) >= needed:
             break
-    return docs
+    return docs, windowed

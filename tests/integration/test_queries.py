@@ -80,11 +80,16 @@ def test_trends_cover_the_range_in_buckets_and_count_every_record(seeded):
         q.trends(store.db, project.id, "2h")  # type: ignore[arg-type]
 
 
+def _total_ok(page: q.RequestPage, exact: int) -> bool:
+    """Exact, or a lower bound that says so."""
+    return page.total == exact or (page.total_is_lower_bound and 0 < page.total <= exact)
+
+
 def test_requests_list_filters_sorts_and_pages(seeded):
     store, project, records = seeded
     page = q.list_requests(store.db, project.id, size=50)
-    # Counting stops at the cap, so a page costs the same at any size.
-    assert page.total == min(COUNT, TOTAL_CAP) and page.total_is_lower_bound == (COUNT > TOTAL_CAP)
+    # Counted within the window the page read (and up to a cap): the cost follows the page.
+    assert _total_ok(page, COUNT) and page.total >= 50 and page.total <= TOTAL_CAP
     assert len(page.items) == 50
     stamps = [i.timestamp for i in page.items]
     assert stamps == sorted(stamps, reverse=True)
@@ -103,20 +108,20 @@ def test_requests_list_filters_sorts_and_pages(seeded):
         and r["performance_metrics"]["total_duration"] >= 0.3
         and r["version_info"]["app_version"] == "1.2.0"
     ]
-    assert slow.total == len(expected) > 0
+    assert expected and _total_ok(slow, len(expected))
     durations = [i.duration for i in slow.items]
     assert durations == sorted(durations, reverse=True)
     assert all(i.endpoint == "GET /search" and i.version == "1.2.0" for i in slow.items)
 
     errors = q.list_requests(store.db, project.id, q.RequestFilter(status_class="5xx"), size=200)
-    assert errors.total == sum(1 for r in records if r["response_info"]["status_code"] >= 500)
+    assert _total_ok(errors, sum(1 for r in records if r["response_info"]["status_code"] >= 500))
     assert all(i.status_code == 500 and i.is_error for i in errors.items)
     posts = q.list_requests(store.db, project.id, q.RequestFilter(method="post"), page=2, size=10)
     assert posts.page == 2 and all(i.method == "POST" for i in posts.items)
     window = q.list_requests(
         store.db, project.id, q.RequestFilter(since=END - timedelta(days=1), until=END)
     )
-    assert window.total == sum(1 for r in records if r["timestamp"] >= END - timedelta(days=1))
+    assert _total_ok(window, sum(1 for r in records if r["timestamp"] >= END - timedelta(days=1)))
     assert q.list_requests(store.db, "prj_other").total == 0
     with pytest.raises(ValueError):
         q.list_requests(store.db, project.id, size=0)
