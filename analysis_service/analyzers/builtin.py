@@ -23,7 +23,7 @@ from analysis_service.analyzers.findings import (
     time_in_frames,
 )
 from analysis_service.analyzers.tree_rules import hot_path, repeated_work
-from analysis_service.inputs import AnalysisInput, is_app_code, iter_with_owner
+from analysis_service.inputs import AnalysisInput, FunctionKey, is_app_code, iter_with_owner
 from analysis_service.result_schema import validate_results
 from otel_pyinstrument_processor import CallTreeNode
 
@@ -42,17 +42,42 @@ def _is_async(inp: AnalysisInput) -> bool:
     )
 
 
+# Frames that hand sync work to a worker thread (Starlette/FastAPI `def` endpoints, anyio,
+# asyncio, asgiref): app code below them runs off the event loop, so its waits block a
+# thread of the pool, not the loop.
+WORKER_THREAD_FRAMES = frozenset(
+    {"run_sync_in_worker_thread", "run_in_threadpool", "to_thread", "run_in_executor",
+     "sync_to_async", "SyncToAsync.__call__"}
+)  # fmt: skip
+
+
+def _off_the_loop(tree: CallTreeNode | None) -> set[FunctionKey]:
+    """App functions that run only below a worker-thread frame (never on the event loop)."""
+    on_loop: set[FunctionKey] = set()
+    off_loop: set[FunctionKey] = set()
+    stack: list[tuple[CallTreeNode, bool]] = [(tree, False)] if tree is not None else []
+    while stack:
+        node, in_thread = stack.pop()
+        in_thread = in_thread or node.function.rsplit(".", 1)[-1] in WORKER_THREAD_FRAMES
+        if is_app_code(node.file):
+            (off_loop if in_thread else on_loop).add(node.key)
+        stack.extend((child, in_thread) for child in node.children)
+    return off_loop - on_loop
+
+
 def hot_functions(inp: AnalysisInput) -> list[Finding]:
     """App functions that take at least a tenth of the request by self time (library time
     charged to the app function calling it). CPU-bound ones are `computation`, the ones
-    mostly waiting in blocking calls are `io` (in async code: blocking the event loop, which
-    stalls every other request on it); ones mostly suspended in an `await` are `io` that
-    does not block; ones mostly in DB-driver calls are left to the query rules."""
+    mostly waiting in blocking calls are `io` (in async code, unless it runs in a worker
+    thread: blocking the event loop, which stalls every other request on it); ones mostly
+    suspended in an `await` are `io` that does not block; ones mostly in DB-driver calls are
+    left to the query rules."""
     findings = []
     blocking = time_in_frames(inp.tree, BLOCKING_FRAMES)
     awaiting = time_in_frames(inp.tree, AWAIT_FRAMES)
     in_db = time_in_frames(inp.tree, DB_DRIVER_FRAMES)
     is_async = _is_async(inp)
+    in_worker_thread = _off_the_loop(inp.tree) if is_async else set()
     for fn in inp.slow_functions():
         if fn["share"] < HOT_FUNCTION_MIN_SHARE:
             continue
@@ -69,7 +94,7 @@ def hot_functions(inp: AnalysisInput) -> list[Finding]:
             risk = f"{fn['function']}'s latency is the request's latency"
             kind = "io"
         elif waiting >= 0.5 * fn["self_time"]:
-            if is_async:
+            if is_async and key not in in_worker_thread:
                 desc = (f"{where} blocks the event loop for {fn['self_time']:.3f}s ({pct} of "
                         "the request) in a blocking call inside async code")  # fmt: skip
                 suggestion = _suggest_async_io(fn["function"])

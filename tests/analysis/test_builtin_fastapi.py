@@ -2,7 +2,7 @@
 catalogue on a real uvicorn server, profiled in pyinstrument's async mode by our processor,
 exported over OTLP to the real receiver and store. A blocking call inside `async def` must
 be reported as blocking the event loop, naming the function; an awaited `asyncio.sleep`
-must not."""
+must not, nor a blocking call in a `def` endpoint that FastAPI runs in its thread pool."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from analysis_service import AnalysisSettings
 from analysis_service.analysis import analyze_record
 from examples.fastapi_app.app import create_app
 from otel_pyinstrument_processor import configure
+from otel_pyinstrument_processor.threadwork import profile_sync_endpoints
 
 
 class _Server(uvicorn.Server):
@@ -27,8 +28,8 @@ class _Server(uvicorn.Server):
 
 @pytest.fixture
 def catalogue_records(store, receiver, project, monkeypatch):
-    """One request to the blocking async route and one to the awaiting one; their records
-    by endpoint."""
+    """One request each to the blocking async route, the awaiting one and the `def` route
+    (run in the thread pool); their records by endpoint."""
     # Waits long enough to dominate each request, so the rules see them above any noise.
     monkeypatch.setenv("DEMO_STOCK_DELAY", "0.3")
     monkeypatch.setenv("DEMO_UPSTREAM_DELAY", "0.3")
@@ -41,6 +42,7 @@ def catalogue_records(store, receiver, project, monkeypatch):
         set_global=False,
     )
     app = create_app()
+    profile_sync_endpoints(app)
     FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
     server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -51,7 +53,7 @@ def catalogue_records(store, receiver, project, monkeypatch):
             time.sleep(0.02)
         assert server.started
         base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-        for path in ("/api/items/4/stock", "/api/items/4"):
+        for path in ("/api/items/4/stock", "/api/items/4", "/api/report"):
             with urllib.request.urlopen(base + path, timeout=30) as resp:
                 assert resp.status == 200
         assert provider.force_flush(30_000)
@@ -94,3 +96,19 @@ def test_blocking_call_in_async_route_is_reported_and_an_await_is_not(store, cat
     (awaited,) = [b for b in found if b["function"] == "fetch_price_from_upstream"]
     assert awaited["type"] == "io" and "awaits" in awaited["description"]
     assert "event loop stays free" in awaited["description"]
+
+
+def test_blocking_call_in_the_thread_pool_does_not_block_the_event_loop(store, catalogue_records):
+    report = analyze_record(
+        store, AnalysisSettings(), catalogue_records["GET /api/report"]["_id"],
+        analysis_id="ana_report",
+    )  # fmt: skip
+    assert report["status"] == "completed"
+    # The thread's frames are in the tree (profile_sync_endpoints), sleep included ...
+    slow = {
+        f["function"] for f in store.analyses.get("ana_report")["analysis_input"]["slow_functions"]
+    }
+    assert "build_sales_report" in slow
+    found = report["analysis_results"]["bottleneck_analysis"]
+    # ... but they ran in a worker thread: whatever they wait on, the loop stayed free.
+    assert not [b for b in found if "blocks the event loop" in b["description"]], found
