@@ -1,5 +1,6 @@
 """Performance reports of one project over a period: endpoints with percentiles, the
-slowest requests, the top functions by self time, and a summary of the analyses.
+slowest requests, the top functions by self time, and a summary of the analyses (with
+the most frequent hot paths they found).
 
 `build_report` returns plain JSON-able data (stored as the report job's result);
 `render_markdown` and `render_html` turn it into the downloadable documents.
@@ -14,6 +15,7 @@ from collections import Counter, defaultdict
 from datetime import datetime
 from typing import Any
 
+from analysis_service.analyzers.tree_rules import HOT_PATH_PREFIX
 from analysis_service.inputs import self_time_by_app_function
 from otel_pyinstrument_processor import ProfileDecodeError, decode_profile
 from storage_backend import Store
@@ -138,12 +140,16 @@ def _analyses_summary(store: Store, project_id: str, start: datetime, end: datet
     statuses = Counter(a.get("status") for a in analyses)
     kinds: Counter[str] = Counter()
     functions: Counter[str] = Counter()
+    paths: Counter[str] = Counter()
     scores = []
     for a in analyses:
         results = a.get("analysis_results") or {}
         if "performance_score" in results:
             scores.append(results["performance_score"])
         for b in results.get("bottleneck_analysis") or []:
+            if b["description"].startswith(HOT_PATH_PREFIX):  # where time goes, not a problem
+                paths[b["function"]] += 1
+                continue
             kinds[b["type"]] += 1
             functions[b["function"]] += 1
     return {
@@ -152,6 +158,7 @@ def _analyses_summary(store: Store, project_id: str, start: datetime, end: datet
         "mean_score": round(sum(scores) / len(scores), 1) if scores else None,
         "bottleneck_types": dict(kinds.most_common()),
         "top_bottlenecks": [{"function": f, "count": n} for f, n in functions.most_common(10)],
+        "hot_paths": [{"path": p, "count": n} for p, n in paths.most_common(10)],
     }
 
 
@@ -178,6 +185,8 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
            str(a["mean_score"] if a["mean_score"] is not None else "-"),
            ", ".join(f"{k}: {v}" for k, v in a["bottleneck_types"].items()) or "-",
            ", ".join(f"{b['function']} ({b['count']})" for b in a["top_bottlenecks"]) or "-"]]),
+        ("Hot paths", ["Hot path (entry > hottest leaf)", "Analyses"],
+         [[h["path"], str(h["count"])] for h in a["hot_paths"]]),
     ]  # fmt: skip
 
 

@@ -1,79 +1,36 @@
 """The builtin analyzer: offline, deterministic rules over the call tree and the spans.
 
 Each rule is a plain function `rule(inp) -> list[Finding]` with a docstring saying what it
-looks for; `RULES` is the pipeline. A finding carries one bottleneck (the brief's
+looks for; `RULES` is the pipeline (the call-tree shape rules, hot path and repeated work,
+live in `tree_rules`). A finding carries one bottleneck (the brief's
 `bottleneck_analysis` item), an optional suggestion (with a code example when the pattern is
-recognised) and the risks it implies. The score starts at 100 and loses points per finding
-by severity, and for exceeding the project's threshold.
+recognised) and the risks it implies. The score starts at 100 and loses points per scored
+finding by severity, and for exceeding the project's threshold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from analysis_service.analyzers.base import AnalyzerOutput
-from analysis_service.inputs import AnalysisInput, is_app_code, iter_with_owner
+from analysis_service.analyzers.findings import (
+    AWAIT_FRAMES,
+    BLOCKING_FRAMES,
+    DB_DRIVER_FRAMES,
+    Finding,
+    severity_for,
+    time_in_frames,
+)
+from analysis_service.analyzers.tree_rules import hot_path, repeated_work
+from analysis_service.inputs import AnalysisInput, FunctionKey, is_app_code, iter_with_owner
 from analysis_service.result_schema import validate_results
 from otel_pyinstrument_processor import CallTreeNode
 
 N_PLUS_ONE_MIN_CALLS = 5
 REPEATED_MIN_CALLS = 3
 HOT_FUNCTION_MIN_SHARE = 0.10
-# Frames that wait rather than compute: their time below an app function makes it I/O-bound.
-BLOCKING_FRAMES = frozenset(
-    {
-        "sleep", "recv", "recv_into", "recvfrom", "read", "readinto", "readline", "select",
-        "poll", "epoll", "wait", "acquire", "connect", "getaddrinfo", "sendall", "send",
-        "urlopen", "request", "getresponse", "_blocking_io",
-    }
-)  # fmt: skip
-# DB-API calls (and what OpenTelemetry's dbapi proxies wrap around them).
-DB_DRIVER_FRAMES = frozenset(
-    {"execute", "executemany", "fetchall", "fetchone", "fetchmany", "cursor", "callproc"}
-)
 _SEVERITY_PENALTY = {"critical": 30, "high": 18, "medium": 8, "low": 3}
-
-
-@dataclass(slots=True)
-class Finding:
-    bottleneck: dict[str, Any]
-    suggestion: dict[str, Any] | None = None
-    risks: list[str] = field(default_factory=list)
-    issues: list[str] = field(default_factory=list)
-
-
-def severity_for(share: float) -> str:
-    """critical from half the request's time, high from a quarter, medium from a tenth."""
-    if share >= 0.5:
-        return "critical"
-    if share >= 0.25:
-        return "high"
-    if share >= 0.10:
-        return "medium"
-    return "low"
-
-
-def _time_in_frames(
-    inp: AnalysisInput, frames: frozenset[str]
-) -> dict[tuple[str, str, int], float]:
-    """Per app function: seconds spent in library frames named in `frames` (and below them)
-    charged to it."""
-    out: dict[tuple[str, str, int], float] = {}
-    if inp.tree is None:
-        return out
-    stack: list[tuple[CallTreeNode, CallTreeNode | None]] = [(inp.tree, None)]
-    while stack:
-        node, owner = stack.pop()
-        if is_app_code(node.file):
-            owner = node
-        elif owner is not None and node.function.rsplit(".", 1)[-1] in frames:
-            key = (owner.function, owner.file, owner.line)
-            out[key] = out.get(key, 0.0) + node.total_time
-            continue
-        stack.extend((child, owner) for child in node.children)
-    return out
 
 
 def _is_async(inp: AnalysisInput) -> bool:
@@ -85,15 +42,42 @@ def _is_async(inp: AnalysisInput) -> bool:
     )
 
 
+# Frames that hand sync work to a worker thread (Starlette/FastAPI `def` endpoints, anyio,
+# asyncio, asgiref): app code below them runs off the event loop, so its waits block a
+# thread of the pool, not the loop.
+WORKER_THREAD_FRAMES = frozenset(
+    {"run_sync_in_worker_thread", "run_in_threadpool", "to_thread", "run_in_executor",
+     "sync_to_async", "SyncToAsync.__call__"}
+)  # fmt: skip
+
+
+def _off_the_loop(tree: CallTreeNode | None) -> set[FunctionKey]:
+    """App functions that run only below a worker-thread frame (never on the event loop)."""
+    on_loop: set[FunctionKey] = set()
+    off_loop: set[FunctionKey] = set()
+    stack: list[tuple[CallTreeNode, bool]] = [(tree, False)] if tree is not None else []
+    while stack:
+        node, in_thread = stack.pop()
+        in_thread = in_thread or node.function.rsplit(".", 1)[-1] in WORKER_THREAD_FRAMES
+        if is_app_code(node.file):
+            (off_loop if in_thread else on_loop).add(node.key)
+        stack.extend((child, in_thread) for child in node.children)
+    return off_loop - on_loop
+
+
 def hot_functions(inp: AnalysisInput) -> list[Finding]:
     """App functions that take at least a tenth of the request by self time (library time
     charged to the app function calling it). CPU-bound ones are `computation`, the ones
-    mostly waiting in blocking calls are `io` (in async code: blocking the event loop);
-    ones mostly in DB-driver calls are left to the query rules."""
+    mostly waiting in blocking calls are `io` (in async code, unless it runs in a worker
+    thread: blocking the event loop, which stalls every other request on it); ones mostly
+    suspended in an `await` are `io` that does not block; ones mostly in DB-driver calls are
+    left to the query rules."""
     findings = []
-    blocking = _time_in_frames(inp, BLOCKING_FRAMES)
-    in_db = _time_in_frames(inp, DB_DRIVER_FRAMES)
+    blocking = time_in_frames(inp.tree, BLOCKING_FRAMES)
+    awaiting = time_in_frames(inp.tree, AWAIT_FRAMES)
+    in_db = time_in_frames(inp.tree, DB_DRIVER_FRAMES)
     is_async = _is_async(inp)
+    in_worker_thread = _off_the_loop(inp.tree) if is_async else set()
     for fn in inp.slow_functions():
         if fn["share"] < HOT_FUNCTION_MIN_SHARE:
             continue
@@ -103,8 +87,14 @@ def hot_functions(inp: AnalysisInput) -> list[Finding]:
             continue  # database time: judged by the query rules, from the spans
         where = f"{fn['function']} ({fn['file'].rsplit('/', 1)[-1]}:{fn['line']})"
         pct = f"{fn['share']:.0%}"
-        if waiting >= 0.5 * fn["self_time"]:
-            if is_async:
+        if awaiting.get(key, 0.0) >= 0.5 * fn["self_time"]:
+            desc = (f"{where} awaits {fn['self_time']:.3f}s ({pct} of the request) on I/O; "
+                    "the event loop stays free for other requests meanwhile")  # fmt: skip
+            suggestion = _suggest_concurrent_awaits(fn["function"])
+            risk = f"{fn['function']}'s latency is the request's latency"
+            kind = "io"
+        elif waiting >= 0.5 * fn["self_time"]:
+            if is_async and key not in in_worker_thread:
                 desc = (f"{where} blocks the event loop for {fn['self_time']:.3f}s ({pct} of "
                         "the request) in a blocking call inside async code")  # fmt: skip
                 suggestion = _suggest_async_io(fn["function"])
@@ -233,12 +223,12 @@ def _db_caller(inp: AnalysisInput) -> str | None:
 
 
 Rule = Callable[[AnalysisInput], list[Finding]]
-RULES: list[Rule] = [hot_functions, n_plus_one_queries, repeated_calls]
+RULES: list[Rule] = [hot_functions, n_plus_one_queries, repeated_calls, repeated_work, hot_path]
 
 
 def score(inp: AnalysisInput, findings: list[Finding]) -> float:
     """100 minus a penalty per finding by severity and for exceeding the threshold."""
-    penalty = sum(_SEVERITY_PENALTY[f.bottleneck["severity"]] for f in findings)
+    penalty = sum(_SEVERITY_PENALTY[f.bottleneck["severity"]] for f in findings if f.scored)
     if inp.threshold and inp.duration > inp.threshold:
         penalty += min(30.0, 10.0 * inp.duration / inp.threshold)
     return round(max(0.0, min(100.0, 100.0 - penalty)), 1)
@@ -254,7 +244,8 @@ class BuiltinAnalyzer:
 
     def analyze(self, inp: AnalysisInput) -> AnalyzerOutput:
         findings = [f for rule in self.rules for f in rule(inp)]
-        findings.sort(key=lambda f: f.bottleneck["impact"], reverse=True)
+        # Problems first, largest first; the hot path (locating, not judging) after them.
+        findings.sort(key=lambda f: (f.scored, f.bottleneck["impact"]), reverse=True)
         recommendations = [s["title"] for f in findings if (s := f.suggestion)]
         if inp.tree is None:
             recommendations.append("no call tree was recorded: check the profiler's sampling")
@@ -315,6 +306,28 @@ def _suggest_async_io(function: str) -> dict[str, Any]:
         "expected_improvement": "other requests keep running while this one waits",
     }
 
+
+def _suggest_concurrent_awaits(function: str) -> dict[str, Any]:
+    return {
+        "category": "caching",
+        "priority": "medium",
+        "title": f"Cache or overlap the awaited call in {function}",
+        "description": (
+            f"{function} waits without blocking the loop, but the request waits for it. "
+            "Cache the result, or await independent calls together with asyncio.gather."
+        ),
+        "code_example": _GATHER_EXAMPLE,
+        "expected_improvement": "independent waits overlap instead of adding up",
+    }
+
+
+_GATHER_EXAMPLE = """\
+# before: two awaits one after the other
+price = await fetch_price(item_id)
+stock = await fetch_stock(item_id)
+# after: both in flight at once
+price, stock = await asyncio.gather(fetch_price(item_id), fetch_stock(item_id))
+"""
 
 _N_PLUS_ONE_EXAMPLE = """\
 # before: one query per order

@@ -43,6 +43,13 @@ async def fetch_price_from_upstream(item_id: int) -> float:
     return round(item_id * 1.25, 2)
 
 
+def read_stock_level(item_id: int) -> int:
+    """A synchronous lookup (stands in for a sync HTTP or DB client) called from async code:
+    it blocks the event loop while it waits, a mistake the analyzer must point out."""
+    time.sleep(float(os.environ.get("DEMO_STOCK_DELAY", "0.15")))
+    return item_id * 3 % 17
+
+
 def build_sales_report() -> dict[str, float]:
     """Blocking work (SQLite + Python), run by FastAPI in its thread pool."""
     conn = sqlite3.connect(":memory:")
@@ -69,6 +76,12 @@ def create_app() -> FastAPI:
             await asyncio.sleep(0)
         price = await fetch_price_from_upstream(item_id)
         return {"id": item_id, "price": price, "score": score}
+
+    @app.get("/api/items/{item_id}/stock")
+    async def get_stock(item_id: int) -> dict[str, int]:
+        # Deliberately wrong: a blocking call inside `async def` (use an async client, or
+        # `await asyncio.to_thread(read_stock_level, item_id)`).
+        return {"id": item_id, "stock": read_stock_level(item_id)}
 
     @app.get("/api/report")
     def report() -> dict[str, float]:

@@ -8,16 +8,21 @@ Run it against `pystrument up`:
 `/api/reports/sales` is deliberately slow: a CPU-heavy helper (`compute_sales_statistics`)
 and a blocking wait on a pretend upstream service (`fetch_exchange_rates`).
 `/api/orders` runs one query per order (an N+1 pattern).
+`/api/reports/inventory` re-parses the price list in every helper that needs it
+(`load_price_list`, repeated identical work instead of once per request).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
 import random
 import sqlite3
 import threading
 import time
+from collections import defaultdict
 
 from flask import Flask, abort, g, jsonify, request
 
@@ -95,6 +100,29 @@ def fetch_exchange_rates() -> dict[str, float]:
     return {"EUR": 0.92, "GBP": 0.79}
 
 
+# The catalogue's price list as the pricing service exports it (5,000 SKUs).
+PRICE_LIST_CSV = "\n".join(f"SKU-{i},{(i * 37) % 500 / 10 + 1:.2f},EUR" for i in range(1, 5001))
+
+
+def load_price_list() -> dict[str, float]:
+    """Parse the price list. Deliberately not shared: each helper of the inventory report
+    calls it again (repeated identical work, once per order)."""
+    return {sku: float(price) for sku, price, _cur in csv.reader(io.StringIO(PRICE_LIST_CSV))}
+
+
+def order_value(items: list[tuple[str, int]]) -> float:
+    prices = load_price_list()
+    return round(sum(prices[sku] * qty for sku, qty in items), 2)
+
+
+def most_valuable_skus(items: list[tuple[str, int]], limit: int = 5) -> list[str]:
+    prices = load_price_list()
+    value: dict[str, float] = defaultdict(float)
+    for sku, qty in items:
+        value[sku] += prices[sku] * qty
+    return sorted(value, key=lambda sku: (-value[sku], sku))[:limit]
+
+
 def load_items(conn: sqlite3.Connection, order_id: int) -> list[dict[str, object]]:
     rows = query(conn, "SELECT sku, qty FROM items WHERE order_id = ?", (order_id,))
     return [{"sku": sku, "qty": qty} for sku, qty in rows]
@@ -146,6 +174,16 @@ def create_app() -> Flask:
         stats = compute_sales_statistics(totals)
         rates = fetch_exchange_rates()
         return jsonify(stats=stats, rates=rates)
+
+    @app.get("/api/reports/inventory")
+    def inventory_report():
+        rows = query(get_db(), "SELECT order_id, sku, qty FROM items WHERE order_id <= 40")
+        by_order: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        for order_id, sku, qty in rows:
+            by_order[order_id].append((sku, qty))
+        values = {order_id: order_value(items) for order_id, items in sorted(by_order.items())}
+        top = most_valuable_skus([(sku, qty) for _o, sku, qty in rows])
+        return jsonify(order_values=values, top_skus=top)
 
     @app.get("/api/fail")
     def fail():

@@ -132,10 +132,13 @@ def test_batch_analyze_report_download_and_queue_stats(api, store, project):
     text = md.text
     assert "| GET /api/e2 | 1 | 0 |" in text
     assert "crunch_numbers" in text  # top functions by self time
+    # Each analysis found the same hot path: the report counts it once per analysis.
+    assert "| handler > crunch_numbers | 3 |" in text
     assert "## Slowest requests" in text and ids[2] in text
     html = api.get(f"/api/v1/analysis/report/{report_id}?format=html", headers=headers)
     assert html.headers["content-type"].startswith("text/html")
     assert "<h2>Endpoints</h2>" in html.text and "<td>GET /api/e0</td>" in html.text
+    assert "<td>handler &gt; crunch_numbers</td>" in html.text
     stats = api.get("/api/v1/analysis/queue/stats", headers=headers).json()["data"]
     assert stats["by_state"]["completed"] == 2 and stats["oldest_pending_age_seconds"] is None
 

@@ -1,7 +1,8 @@
 """The builtin analyzer on records made by the real pipeline: the example Flask shop, with
 OpenTelemetry's Flask and sqlite3 instrumentation and our processor, exporting over OTLP to
 the real receiver and store. It must name the deliberately slow function of
-/api/reports/sales and the N+1 pattern of /api/orders."""
+/api/reports/sales (and the hot path to it), the N+1 pattern of /api/orders and the
+repeated work of /api/reports/inventory."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ from otel_pyinstrument_processor import configure
 
 
 @pytest.fixture
-def shop_records(store, receiver, project):
-    """Send one /api/reports/sales and one /api/orders request; return their records."""
+def shop_records(store, receiver, project, monkeypatch):
+    """Send one request to each deliberately slow route; return their records."""
+    # The upstream wait clearly longer than the O(n^2) loop (~0.1 s), so the hottest leaf
+    # is the same on a fast machine and a loaded one.
+    monkeypatch.setenv("DEMO_UPSTREAM_DELAY", "0.3")
     provider = configure(
         service_name="shop-analysis",
         endpoint=receiver.endpoint,
@@ -37,7 +41,7 @@ def shop_records(store, receiver, project):
     thread.start()
     try:
         base = f"http://127.0.0.1:{server.server_port}"
-        for path in ("/api/reports/sales", "/api/orders"):
+        for path in ("/api/reports/sales", "/api/orders", "/api/reports/inventory"):
             with urllib.request.urlopen(base + path, timeout=30) as resp:
                 assert resp.status == 200
         assert provider.force_flush(30_000)
@@ -91,3 +95,33 @@ def test_builtin_names_the_slow_function_and_the_n_plus_one(store, shop_records)
         s["category"] == "database" and "IN (" in s["code_example"]
         for s in orders["analysis_results"]["optimization_suggestions"]
     )
+
+
+def test_builtin_reports_the_hot_path_and_repeated_work(store, shop_records):
+    settings = AnalysisSettings()
+    sales = analyze_record(
+        store, settings, shop_records["GET /api/reports/sales"]["_id"], analysis_id="ana_hot"
+    )
+    found = sales["analysis_results"]["bottleneck_analysis"]
+    (path,) = [b for b in found if b["description"].startswith("hot path:")]
+    # From the view down to the leaf with the most self time: the upstream wait.
+    assert path["function"] == "sales_report > fetch_exchange_rates > sleep", found
+    assert path["type"] == "io"
+
+    inventory = analyze_record(
+        store, settings, shop_records["GET /api/reports/inventory"]["_id"], analysis_id="ana_inv"
+    )
+    assert inventory["status"] == "completed"
+    results = inventory["analysis_results"]
+    repeated = [
+        b for b in results["bottleneck_analysis"] if b["description"].startswith("repeated work")
+    ]
+    assert [b["function"] for b in repeated] == ["load_price_list"], results["bottleneck_analysis"]
+    assert "most_valuable_skus" in repeated[0]["description"]
+    assert "order_value" in repeated[0]["description"]
+    (suggestion,) = [
+        s
+        for s in results["optimization_suggestions"]
+        if s["title"] == "Compute load_price_list once per request"
+    ]
+    assert "hoist" in suggestion["description"] and "lru_cache" in suggestion["code_example"]

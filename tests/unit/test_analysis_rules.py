@@ -8,8 +8,9 @@ from pydantic import ValidationError
 
 from analysis_service import AIServiceConfig, AnalysisSettings
 from analysis_service.analyzers.base import AnalyzerError
-from analysis_service.analyzers.builtin import BuiltinAnalyzer
+from analysis_service.analyzers.builtin import RULES, BuiltinAnalyzer
 from analysis_service.analyzers.prompt import parse_answer
+from analysis_service.analyzers.tree_rules import hot_path, repeated_work
 from analysis_service.inputs import AnalysisInput, DbSpan, normalize_statement
 from analysis_service.reports import percentile, render_html, render_markdown
 from analysis_service.result_schema import InvalidResultsError, validate_results
@@ -100,6 +101,65 @@ def test_blocking_call_in_async_code_is_flagged_as_blocking_the_event_loop():
     assert out.results["performance_score"] < 70  # critical finding and over the threshold
 
 
+def test_an_awaited_sleep_is_not_blocking_the_event_loop():
+    # pyinstrument's async mode: asyncio.sleep (a library `sleep`) above an [await] frame.
+    wait = CallTreeNode("[await]", "", 0, 0.6, 0.6, 60)
+    asleep = CallTreeNode("sleep", "/usr/lib/python3.11/asyncio/tasks.py", 637, 0.6, 0, 60,
+                          [wait])  # fmt: skip
+    handler = CallTreeNode("get_price", APP, 12, 0.65, 0.05, 65, [asleep])
+    inp = AnalysisInput(_record("opentelemetry.instrumentation.fastapi"), handler, [])
+    found = BuiltinAnalyzer().analyze(inp).results["bottleneck_analysis"]
+    (awaited,) = [b for b in found if b["function"] == "get_price"]
+    assert awaited["type"] == "io" and "awaits 0.650s" in awaited["description"]
+    assert not any("blocks the event loop" in b["description"] for b in found)
+
+
+def _layered_tree() -> CallTreeNode:
+    """wsgi (library) > view > service > repo.query > Cursor.fetchall (library, hottest)."""
+    fetch = CallTreeNode("Cursor.fetchall", "/venv/site-packages/db/cursor.py", 5, 0.5, 0.5, 50)
+    repo = CallTreeNode("repo.query", APP, 30, 0.55, 0.05, 55, [fetch])
+    fmt = CallTreeNode("format_rows", APP, 40, 0.2, 0.2, 20)
+    service = CallTreeNode("service", APP, 20, 0.8, 0.05, 80, [repo, fmt])
+    view = CallTreeNode("view", APP, 10, 0.9, 0.1, 90, [service])
+    return CallTreeNode("wsgi_app", "/venv/site-packages/flask/app.py", 1, 1.0, 0.1, 100, [view])
+
+
+def test_hot_path_runs_from_the_entry_to_the_hottest_leaf_and_costs_no_points():
+    inp = AnalysisInput(_record(), _layered_tree(), [])
+    (finding,) = hot_path(inp)
+    assert finding.bottleneck["function"] == "view > service > repo.query > Cursor.fetchall"
+    assert finding.bottleneck["type"] == "database"
+    assert finding.bottleneck["severity"] == "critical"  # 50 % of the request in the leaf
+    assert finding.bottleneck["description"].startswith("hot path: view > service")
+    with_path = BuiltinAnalyzer().analyze(inp).results
+    without = BuiltinAnalyzer([r for r in RULES if r is not hot_path]).analyze(inp).results
+    assert with_path["performance_score"] == without["performance_score"]
+    # Listed after the problems it locates, and the same on every run.
+    assert with_path["bottleneck_analysis"][-1]["function"] == finding.bottleneck["function"]
+    assert BuiltinAnalyzer().analyze(inp).results == with_path
+
+
+def test_repeated_work_under_several_callers_is_reported_a_shared_query_helper_is_not():
+    def prices() -> CallTreeNode:
+        return CallTreeNode("load_price_list", APP, 50, 0.2, 0.2, 20)
+
+    def query() -> CallTreeNode:
+        fetch = CallTreeNode("Cursor.execute", "/venv/site-packages/db/cursor.py", 5, 0.3, 0.3, 30)
+        return CallTreeNode("query", APP, 60, 0.3, 0.0, 30, [fetch])
+
+    totals = CallTreeNode("order_value", APP, 70, 0.5, 0.0, 50, [prices(), query()])
+    top = CallTreeNode("top_skus", APP, 80, 0.5, 0.0, 50, [prices(), query()])
+    view = CallTreeNode("report", APP, 10, 1.0, 0.0, 100, [totals, top])
+    (finding,) = repeated_work(AnalysisInput(_record(), view, []))
+    assert finding.bottleneck["function"] == "load_price_list"
+    assert "2 callers (order_value, top_skus)" in finding.bottleneck["description"]
+    assert finding.bottleneck["impact"] == 0.4
+    assert finding.suggestion and "hoist" in finding.suggestion["description"]
+    # Under one caller only (merged loop iterations), the tree cannot tell: no finding.
+    single = CallTreeNode("report", APP, 10, 1.0, 0.6, 100, [prices()])
+    assert repeated_work(AnalysisInput(_record(), single, [])) == []
+
+
 def test_no_tree_still_gives_a_valid_low_confidence_analysis_from_spans():
     spans = [DbSpan("postgresql", f"SELECT * FROM users WHERE id = {i}", 0.01) for i in range(9)]
     inp = AnalysisInput(_record(), None, [], db_spans=spans)
@@ -120,7 +180,7 @@ def test_percentiles_and_rendering_escape_what_they_show():
                        "p50": 0.1, "p95": 0.1, "p99": 0.1, "max": 0.1}],
         "slowest_requests": [], "top_functions": [],
         "analyses": {"count": 0, "by_status": {}, "mean_score": None, "bottleneck_types": {},
-                     "top_bottlenecks": []},
+                     "top_bottlenecks": [], "hot_paths": []},
     }  # fmt: skip
     md = render_markdown(report)
     assert "| GET /a\\|<b> | 1 | 0 | 100.0 ms |" in md
