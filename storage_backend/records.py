@@ -44,6 +44,13 @@ def _ns_to_datetime(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
 
 
+def record_id(project_id: str, trace_id: str, span_id: str) -> str:
+    """The `_id` of an entry span's record: deterministic (a resent span maps to the same
+    record) and scoped to the project, so the same span sent to two projects (a collector
+    fanning out) is stored in both instead of being skipped as a duplicate in the second."""
+    return f"{project_id}.{trace_id}{span_id}"
+
+
 def is_entry_span(span: SpanData) -> bool:
     """An entry span starts a unit of work in a process: a SERVER or CONSUMER span, or any span
     that carries a call tree (the user asked for it to be profiled)."""
@@ -129,7 +136,7 @@ def build_performance_record(
         }
 
     return {
-        "_id": span.trace_id + span.span_id,
+        "_id": record_id(project_id, span.trace_id, span.span_id),
         "project_id": project_id,
         "trace_id": span.trace_id,
         "span_id": span.span_id,

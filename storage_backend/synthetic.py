@@ -15,6 +15,7 @@ from typing import Any
 
 from otel_pyinstrument_processor import CallTreeNode, encode_profile
 from storage_backend.errors import translate_errors
+from storage_backend.records import record_id
 from storage_backend.rollups import record_rollups
 from storage_backend.schema import PERFORMANCE_RECORDS
 from storage_backend.store import Store
@@ -103,7 +104,7 @@ def synthetic_records(
         trace_id = f"{rng.getrandbits(128):032x}"
         span_id = f"{rng.getrandbits(64):016x}"
         yield {
-            "_id": trace_id + span_id,
+            "_id": record_id(project_id, trace_id, span_id),
             "project_id": project_id,
             "trace_id": trace_id,
             "span_id": span_id,

@@ -9,6 +9,7 @@ import time
 from otel_pyinstrument_processor import CallTreeNode, encode_profile
 from otel_pyinstrument_processor import attributes as profile_attrs
 from storage_backend import Project, ResourceSpans, SpanData, Store
+from storage_backend.records import record_id
 
 APP = "/srv/shop/app.py"
 
@@ -55,4 +56,4 @@ def ingest_request(
             )
         )  # fmt: skip
     store.ingest(project, [ResourceSpans({"service.name": "shop"}, spans)])
-    return trace_id + span_id
+    return record_id(project.id, trace_id, span_id)

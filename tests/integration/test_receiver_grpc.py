@@ -125,3 +125,14 @@ def test_store_down_is_unavailable_and_the_exporters_retry_lands(tmp_path: Path)
     finally:
         store.client.close()
         server.stop()
+
+
+def test_the_same_spans_fanned_out_to_two_projects_are_stored_in_both(store, receiver, project):
+    """A collector fanning one pipeline out to two projects: neither copy is lost."""
+    _, other_key = store.projects.create("fan-out-copy")
+    spans = make_spans(n_traces=2, children=1)
+    assert exporter(receiver.endpoint, project.key).export(spans) is SpanExportResult.SUCCESS
+    assert exporter(receiver.endpoint, other_key).export(spans) is SpanExportResult.SUCCESS
+    records = store.collection("performance_records")
+    assert records.count_documents({"project_id": project.project.id}) == 2
+    assert records.count_documents({"project_id": {"$ne": project.project.id}}) == 2

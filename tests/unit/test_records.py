@@ -95,3 +95,11 @@ def test_request_metrics_map_into_performance_metrics():
     assert metrics["cache_metrics"] == {"cache_hits": 2, "cache_misses": 1, "cache_time": 0.001}
     bare = build_performance_records("p1", [ResourceSpans({}, [_span()])], **KW)[0]
     assert set(bare["performance_metrics"]) == {"total_duration"}
+
+
+def test_the_same_span_sent_to_two_projects_makes_two_records():
+    batch = [ResourceSpans({}, [_span("server")])]
+    [a] = build_performance_records("prj_a", batch, **KW)
+    [b] = build_performance_records("prj_b", batch, **KW)
+    assert a["_id"] != b["_id"]
+    assert build_performance_records("prj_a", batch, **KW)[0]["_id"] == a["_id"]
