@@ -352,6 +352,7 @@ def cmd_serve(args: argparse.Namespace, *, with_default_project: bool) -> int:
                     "mongodb_url": store.url,
                     "database": settings.mongodb_database,
                     "pid": os.getpid(),
+                    "ui_url": _ui_url(settings) if ui_process is not None else None,
                 },
             )
         stop.wait()
@@ -389,9 +390,13 @@ def _start_ui_child(settings: ServerSettings, mongodb_url: str, receiver: Any, t
         admin_token=token,
     )
     process = start_ui(ui_command(settings.ui_port, settings.ui_address), env)
-    ui_host = "localhost" if settings.ui_address in ("127.0.0.1", "::1") else settings.ui_address
-    print(f"  UI                 : http://{ui_host}:{settings.ui_port}", flush=True)
+    print(f"  UI                 : {_ui_url(settings)}", flush=True)
     return process
+
+
+def _ui_url(settings: ServerSettings) -> str:
+    host = "localhost" if settings.ui_address in ("127.0.0.1", "::1") else settings.ui_address
+    return f"http://{host}:{settings.ui_port}"
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -111,7 +111,9 @@ def run_demo(*, endpoint: str | None, key: str | None, requests: int, data_dir: 
     if mongodb_url:
         _report(mongodb_url, runtime.get("database", "pystrument"), key)
     print(
-        "Done. Open the data with `pystrument projects list` (the UI arrives in a later release)."
+        f"Done. See the requests and their call trees in the UI: {ui_url}"
+        if (ui_url := runtime.get("ui_url"))
+        else "Done. See them in the UI: `pystrument ui` (http://127.0.0.1:8501)."
     )
     return 0
 
