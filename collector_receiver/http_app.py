@@ -21,6 +21,7 @@ from collector_receiver import metrics, otlp_http
 from collector_receiver.api import analysis as analysis_api
 from collector_receiver.api import performance, projects
 from collector_receiver.api.envelope import install_error_handlers
+from collector_receiver.api.rate_limit import ApiRateLimit
 from collector_receiver.ingest import TraceIngestor
 from storage_backend import Store, StoreError
 
@@ -45,10 +46,14 @@ def create_app(
     cors_allowed_origins: Sequence[str] = (),
     http_max_inflight_body_bytes: int = otlp_http.DEFAULT_MAX_INFLIGHT_BODY_BYTES,
     admin_token: str | None = None,
+    api_rate_limit_per_second: float = 0.0,
+    api_rate_limit_burst: int = 0,
 ) -> FastAPI:
     """The HTTP app: OTLP/HTTP `/v1/traces`, `/metrics`, `/health` (liveness), `/ready` (store
     reachable), OpenAPI at `/docs`, the REST API under `/api/v1`. Without `admin_token`,
-    management endpoints refuse everyone."""
+    management endpoints refuse everyone. `api_rate_limit_per_second` > 0 limits each caller
+    of `/api/` to that rate with `api_rate_limit_burst` requests at once (429, code 10004);
+    0 (the default here; `pystrument up` passes its settings) turns limiting off."""
     app = FastAPI(
         title="pystrument",
         description="OTLP/HTTP ingestion and the pystrument REST API.",
@@ -62,6 +67,10 @@ def create_app(
     )
     app.state.admin_token = admin_token
     install_error_handlers(app)
+    # Added before CORS so that CORS wraps it: browsers can read the 429.
+    app.add_middleware(
+        ApiRateLimit, per_second=api_rate_limit_per_second, burst=api_rate_limit_burst
+    )
     app.include_router(otlp_http.router)
     app.include_router(metrics.router)
     if cors_allowed_origins:

@@ -166,6 +166,8 @@ class Receiver:
                 cors_allowed_origins=settings.http_cors_allowed_origins,
                 http_max_inflight_body_bytes=settings.http_max_inflight_body_bytes,
                 admin_token=admin_token,
+                api_rate_limit_per_second=settings.api_rate_limit_per_second,
+                api_rate_limit_burst=settings.api_rate_limit_burst,
             ),
             host=settings.http_host,
             port=settings.http_port,

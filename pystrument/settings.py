@@ -48,6 +48,15 @@ class ServerSettings(BaseSettings):
         None,
         description="REST API admin token; unset: `pystrument up` generates one in data_dir",
     )
+    api_rate_limit_per_second: float = Field(
+        100.0,
+        ge=0,
+        description="REST API requests a second per caller (admin, project, or client address); "
+        "beyond: 429, code 10004; 0 = off",
+    )
+    api_rate_limit_burst: int = Field(
+        300, ge=1, description="REST API requests a caller may send at once before the rate applies"
+    )
     grpc_host: str = Field("0.0.0.0", description="OTLP/gRPC bind address")
     grpc_port: int = Field(4317, ge=0, le=65535, description="OTLP/gRPC port")
     grpc_max_message_bytes: int = Field(

@@ -28,6 +28,8 @@ def test_every_setting_is_in_the_configuration_table():
         ("max_span_attributes", 0),
         ("grpc_keepalive_seconds", -1),
         ("log_format", "xml"),
+        ("api_rate_limit_per_second", -1),
+        ("api_rate_limit_burst", 0),
     ],
 )
 def test_invalid_receiver_values_are_refused_naming_the_key(key, value):
