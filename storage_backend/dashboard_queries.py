@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from datetime import datetime, timedelta, timezone
 
 from pymongo.database import Database
@@ -53,27 +54,28 @@ def resolve_window(
     return since, until
 
 
-def trends(
-    db: Database,
-    project_id: str,
-    time_range: TimeRange = "24h",
-    *,
-    endpoint: str | None = None,
-    until: datetime | None = None,
-) -> Trends:
-    """Count, error rate and p50/p95/p99 per bucket over the last `time_range` (1h: 1-minute
-    points, 24h: hourly, 7d: 6-hourly, 30d: daily), for the project or one endpoint.
-    Every bucket of the range is present, empty ones with count 0."""
+def _trend_window(
+    time_range: TimeRange, until: datetime | None
+) -> tuple[str, timedelta, datetime, datetime]:
+    """(rollup level, point width, start, end) of a trend chart over `time_range`."""
     if time_range not in TREND_BUCKETS:
         raise ValueError(f"time_range must be one of {sorted(TREND_BUCKETS)}")
     level, step = TREND_BUCKETS[time_range]
     until = as_utc(until) if until else _now()
     # The last point is the bucket now falls in, so the chart ends with the live bucket.
     end = bucket_start(until, step) + step
-    start = end - TIME_RANGES[time_range]
-    rows = read_rollups(
-        db, project_id, level, bucket_start(start, LEVELS[level]), end, endpoint=endpoint
-    )
+    return level, step, end - TIME_RANGES[time_range], end
+
+
+def _trend_of(
+    project_id: str,
+    time_range: TimeRange,
+    step: timedelta,
+    start: datetime,
+    end: datetime,
+    endpoint: str | None,
+    rows: list[RollupRow],
+) -> Trends:
     by_point: dict[datetime, list[RollupRow]] = defaultdict(list)
     for row in rows:
         by_point[bucket_start(row.bucket, step)].append(row)
@@ -92,6 +94,60 @@ def trends(
         points=points,
         overall=stats_of(rows),
     )
+
+
+def trends(
+    db: Database,
+    project_id: str,
+    time_range: TimeRange = "24h",
+    *,
+    endpoint: str | None = None,
+    until: datetime | None = None,
+) -> Trends:
+    """Count, error rate and p50/p95/p99 per bucket over the last `time_range` (1h: 1-minute
+    points, 24h: hourly, 7d: 6-hourly, 30d: daily), for the project or one endpoint.
+    Every bucket of the range is present, empty ones with count 0."""
+    level, step, start, end = _trend_window(time_range, until)
+    rows = read_rollups(
+        db, project_id, level, bucket_start(start, LEVELS[level]), end, endpoint=endpoint
+    )
+    return _trend_of(project_id, time_range, step, start, end, endpoint, rows)
+
+
+def endpoint_trends(
+    db: Database,
+    project_id: str,
+    time_range: TimeRange = "24h",
+    *,
+    endpoints: Collection[str] | None = None,
+    percentiles: bool = True,
+    until: datetime | None = None,
+) -> dict[str, Trends]:
+    """`trends` of many endpoints (every endpoint with requests in the range, or those of
+    `endpoints` that have some) from ONE read of the rollups, grouped here by endpoint and
+    bucket: the cost of one query however many sparklines a page draws. With
+    `percentiles=False` the histograms are not read (cheaper; p50/p95/p99 are None), which
+    is enough for counts and error rates."""
+    level, step, start, end = _trend_window(time_range, until)
+    rows = read_rollups(
+        db,
+        project_id,
+        level,
+        bucket_start(start, LEVELS[level]),
+        end,
+        per_endpoint=True,
+        with_histogram=percentiles,
+    )
+    wanted = None if endpoints is None else set(endpoints)
+    by_endpoint: dict[str, list[RollupRow]] = defaultdict(list)
+    for row in rows:
+        name = row.endpoint or ""
+        if wanted is None or name in wanted:
+            by_endpoint[name].append(row)
+    return {
+        name: _trend_of(project_id, time_range, step, start, end, name, group)
+        for name, group in by_endpoint.items()
+    }
 
 
 def endpoint_summary(

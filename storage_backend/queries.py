@@ -16,6 +16,8 @@ Requests (`request_queries`):
 Dashboards, from rollups (`dashboard_queries`; cost independent of the record count):
 - `trends(db, project_id, "1h"|"24h"|"7d"|"30d", endpoint=None)` -> `Trends` (count, error
   rate, p50/p95/p99 per bucket: 1 min / 1 h / 6 h / 1 day).
+- `endpoint_trends(db, project_id, "30d", endpoints=None, percentiles=True)`
+  -> `dict[str, Trends]`: many endpoints' trends (sparklines) from one rollup read.
 - `endpoint_summary(db, project_id, "24h", since=None, until=None, version=None)`
   -> `EndpointSummary` (per endpoint: stats and share of total time).
 
@@ -31,7 +33,7 @@ Call trees (`calltree_merge`):
 """
 
 from storage_backend.calltree_merge import aggregated_call_tree, merge_call_trees
-from storage_backend.dashboard_queries import endpoint_summary, trends
+from storage_backend.dashboard_queries import endpoint_summary, endpoint_trends, trends
 from storage_backend.query_models import (
     TIME_RANGES,
     AggregatedCallNode,
@@ -78,6 +80,7 @@ __all__ = [
     "aggregated_call_tree",
     "compare_versions",
     "endpoint_summary",
+    "endpoint_trends",
     "get_request",
     "list_requests",
     "list_versions",

@@ -174,9 +174,16 @@ def read_rollups(
     endpoint: str | None = None,
     per_endpoint: bool = False,
     versions: Sequence[str] | None = None,
+    with_histogram: bool = True,
 ) -> list[RollupRow]:
     """Rollup rows of a project at `level` with `since <= bucket < until`: the project-wide
-    rows (default), one endpoint's rows (`endpoint`), or every endpoint's (`per_endpoint`)."""
+    rows (default), one endpoint's rows (`endpoint`), or every endpoint's (`per_endpoint`).
+    `with_histogram=False` leaves the histograms on the server (rows get an empty one):
+    they are most of a document's size and decoding."""
+    # Only index fields go to the server: the embedded server scans the whole collection
+    # for a range on `endpoint` or a predicate on `version` (measured with explain(); see
+    # docs/performance.md), so every endpoint's rows come from the (project, level, bucket)
+    # index, and the project-wide rows and other versions are dropped here.
     query: dict[str, Any] = {
         "project_id": project_id,
         "level": level,
@@ -184,14 +191,15 @@ def read_rollups(
     }
     if endpoint is not None:
         query["endpoint"] = endpoint
-    elif per_endpoint:
-        query["endpoint"] = {"$gte": ""}  # every string; the project-wide rows hold None
-    else:
+    elif not per_endpoint:
         query["endpoint"] = None
-    if versions is not None:
-        query["version"] = {"$in": list(versions)}
     with translate_errors():
-        docs = list(db[ROLLUPS].find(query, {"_id": 0, "project_id": 0, "expire_at": 0}))
+        docs = list(db[ROLLUPS].find(query, _projection(with_histogram)))
+    if per_endpoint and endpoint is None:
+        docs = [d for d in docs if d.get("endpoint") is not None]
+    if versions is not None:
+        wanted = set(versions)
+        docs = [d for d in docs if d.get("version", "") in wanted]
     return [
         RollupRow(
             bucket=d["bucket"],
@@ -205,6 +213,17 @@ def read_rollups(
         )
         for d in docs
     ]
+
+
+_FIELDS = ("bucket", "endpoint", "version", "count", "errors", "duration_sum", "duration_max")
+
+
+def _projection(with_histogram: bool) -> dict[str, int]:
+    """Only the fields a `RollupRow` holds (an inclusion projection)."""
+    fields = {name: 1 for name in _FIELDS}
+    if with_histogram:
+        fields["hist"] = 1
+    return {"_id": 0, **fields}
 
 
 def read_window(

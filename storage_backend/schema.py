@@ -69,6 +69,12 @@ INDEXES: dict[str, list[IndexModel]] = {
             ],
             name=ROLLUP_INDEX,
         ),
+        # Every endpoint's rows of a bucket range (endpoint summaries, sparklines): the
+        # embedded server does not use the index above for a range on `endpoint`.
+        IndexModel(
+            [("project_id", ASCENDING), ("level", ASCENDING), ("bucket", ASCENDING)],
+            name="project_level_bucket",
+        ),
         IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0, name="ttl"),
     ],
     AI_ANALYSIS_RESULTS: [

@@ -80,6 +80,28 @@ def test_trends_cover_the_range_in_buckets_and_count_every_record(seeded):
         q.trends(store.db, project.id, "2h")  # type: ignore[arg-type]
 
 
+def test_endpoint_trends_equal_one_trends_query_per_endpoint(seeded):
+    store, project, _records = seeded
+    every = q.endpoint_trends(store.db, project.id, "7d", until=END)
+    summary = q.endpoint_summary(store.db, project.id, None, since=END - SPAN, until=END)
+    assert set(every) == {e.endpoint for e in summary.endpoints}
+    for name, got in every.items():
+        alone = q.trends(store.db, project.id, "7d", endpoint=name, until=END)
+        assert got.endpoint == name and got.overall == alone.overall
+        assert [p.bucket_start for p in got.points] == [p.bucket_start for p in alone.points]
+        assert [p.stats for p in got.points] == [p.stats for p in alone.points]
+    counts = q.endpoint_trends(
+        store.db, project.id, "7d", endpoints=["GET /users", "GET /nowhere"],
+        percentiles=False, until=END,
+    )  # fmt: skip
+    assert list(counts) == ["GET /users"]  # an endpoint without requests is left out
+    users = counts["GET /users"]
+    assert [p.stats.count for p in users.points] == [
+        p.stats.count for p in every["GET /users"].points
+    ]
+    assert users.overall.p95 is None and users.overall.count == every["GET /users"].overall.count
+
+
 def _total_ok(page: q.RequestPage, exact: int) -> bool:
     """Exact, or a lower bound that says so."""
     return page.total == exact or (page.total_is_lower_bound and 0 < page.total <= exact)

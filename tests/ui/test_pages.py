@@ -73,6 +73,8 @@ def test_endpoints_table_and_merged_flame_graph(app) -> None:
     table = _dataframes(at)[0].value
     assert set(table["endpoint"]) >= {"GET /api/reports/sales", "GET /api/orders", "GET /api/fail"}
     assert abs(table["share of time"].sum() - 1.0) < 1e-6
+    assert all(sum(spark) > 0 for spark in table["traffic"])  # every row has its sparkline
+    assert not _charts(at) and not at.header  # nothing opened (merged) until one is picked
     at.selectbox(key="endpoint_pick").select("GET /api/reports/sales").run()
     _ok(at)
     assert at.header[0].value == "GET /api/reports/sales"

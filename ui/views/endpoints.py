@@ -10,8 +10,6 @@ from ui.components.feedback import empty_state
 from ui.components.flamegraph import hottest_frames, icicle_figure
 from ui.components.tables import HOT_FRAME_COLUMNS
 
-SPARKLINE_ENDPOINTS = 8  # one trends query each: the endpoints that take most time
-
 ctx, project = context.page_with_project("Endpoints")
 
 summary = data.endpoint_summary(ctx.location, project.id, ctx.time_range)
@@ -19,7 +17,8 @@ if not summary.endpoints:
     empty_state(project)
     st.stop()
 
-names = tuple(e.endpoint for e in summary.endpoints[:SPARKLINE_ENDPOINTS])
+# Every endpoint's sparkline comes from one rollup read, so all rows get one.
+names = tuple(e.endpoint for e in summary.endpoints)
 sparks = data.endpoint_sparklines(ctx.location, project.id, ctx.time_range, names)
 search = st.text_input("Filter", placeholder="route contains…", key="endpoint_filter")
 shown = [e for e in summary.endpoints if search.lower() in e.endpoint.lower()]
@@ -59,8 +58,18 @@ rows = selection.selection.rows if selection is not None else []
 options = [e.endpoint for e in shown]
 if not options:
     st.stop()
-default = options[rows[0]] if rows and rows[0] < len(options) else options[0]
-endpoint = st.selectbox("Endpoint", options, index=options.index(default), key="endpoint_pick")
+# Nothing is opened until someone picks an endpoint: its trend and merged call tree are
+# the page's costliest reads, and a cold page must not pay for one nobody looks at.
+default = options.index(options[rows[0]]) if rows and rows[0] < len(options) else None
+endpoint = st.selectbox(
+    "Endpoint",
+    options,
+    index=default,
+    placeholder="Select a row or pick an endpoint to open it",
+    key="endpoint_pick",
+)
+if endpoint is None:
+    st.stop()
 stats = next(e.stats for e in shown if e.endpoint == endpoint)
 
 st.header(endpoint)
