@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from otel_pyinstrument_processor import CallTreeNode
+
 TimeRange = Literal["1h", "24h", "7d", "30d"]
 TIME_RANGES: dict[str, timedelta] = {
     "1h": timedelta(hours=1),
@@ -88,17 +90,9 @@ class SpanView:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass(slots=True)
-class CallNode:
-    """A node of a decoded call tree (mirrors `otel_pyinstrument_processor.CallTreeNode`)."""
-
-    function: str
-    file: str
-    line: int
-    total_time: float
-    self_time: float
-    sample_count: int
-    children: list[CallNode] = field(default_factory=list)
+# A request's call tree is the decoder's own `CallTreeNode` (function, file, line, total and
+# self time, sample count, children): the query layer passes it through rather than copy it.
+CallNode = CallTreeNode
 
 
 @dataclass(slots=True)
@@ -109,7 +103,7 @@ class RequestDetail:
     summary: RequestSummary
     record: dict[str, Any]
     spans: list[SpanView]
-    call_tree: CallNode | None
+    call_tree: CallTreeNode | None
     function_calls: list[dict[str, Any]]
     profile_error: str | None = None  # why the stored tree could not be decoded
 

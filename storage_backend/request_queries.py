@@ -19,7 +19,6 @@ from pymongo.database import Database
 from otel_pyinstrument_processor import CallTreeNode, ProfileDecodeError, decode_profile, flatten
 from storage_backend.errors import translate_errors
 from storage_backend.query_models import (
-    CallNode,
     RequestDetail,
     RequestFilter,
     RequestPage,
@@ -236,28 +235,6 @@ def _count(
     return total, scanned >= COUNT_SCAN_LIMIT
 
 
-def call_node_of(tree: CallTreeNode) -> CallNode:
-    """A decoded `CallTreeNode` as the query layer's `CallNode` (iterative: trees are deep)."""
-    root = CallNode(
-        tree.function, tree.file, tree.line, tree.total_time, tree.self_time, tree.sample_count
-    )
-    stack = [(tree, root)]
-    while stack:
-        source, target = stack.pop()
-        for child in source.children:
-            node = CallNode(
-                child.function,
-                child.file,
-                child.line,
-                child.total_time,
-                child.self_time,
-                child.sample_count,
-            )
-            target.children.append(node)
-            stack.append((child, node))
-    return root
-
-
 def decode_record_tree(doc: dict[str, Any]) -> tuple[CallTreeNode | None, str | None]:
     """The record's decoded call tree, or (None, why) when it has none or it is unreadable."""
     profile = doc.get("profile")
@@ -319,7 +296,7 @@ def get_request(
         summary=summary_of(doc),
         record=record,
         spans=_span_views(span_docs),
-        call_tree=call_node_of(tree) if tree else None,
+        call_tree=tree,
         function_calls=flatten(tree) if tree else list(doc.get("function_calls") or []),
         profile_error=error,
     )
