@@ -6,18 +6,13 @@ repeated work of /api/reports/inventory."""
 
 from __future__ import annotations
 
-import threading
 import urllib.request
 
 import pytest
-from opentelemetry.instrumentation.flask import FlaskInstrumentor
-from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
-from werkzeug.serving import make_server
 
 from analysis_service import AnalysisSettings
 from analysis_service.analysis import analyze_record
-from examples.flask_app.app import create_app
-from otel_pyinstrument_processor import configure
+from tests.shop_server import running_shop
 
 
 @pytest.fixture
@@ -26,30 +21,11 @@ def shop_records(store, receiver, project, monkeypatch):
     # The upstream wait clearly longer than the O(n^2) loop (~0.1 s), so the hottest leaf
     # is the same on a fast machine and a loaded one.
     monkeypatch.setenv("DEMO_UPSTREAM_DELAY", "0.3")
-    provider = configure(
-        service_name="shop-analysis",
-        endpoint=receiver.endpoint,
-        project_key=project.key,
-        sampling_rate=1.0,
-        set_global=False,
-    )
-    SQLite3Instrumentor().instrument(tracer_provider=provider)
-    app = create_app()
-    FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{server.server_port}"
+    with running_shop(receiver.endpoint, project.key, "shop-analysis") as (base, provider):
         for path in ("/api/reports/sales", "/api/orders", "/api/reports/inventory"):
             with urllib.request.urlopen(base + path, timeout=30) as resp:
                 assert resp.status == 200
         assert provider.force_flush(30_000)
-    finally:
-        server.shutdown()
-        FlaskInstrumentor().uninstrument_app(app)
-        SQLite3Instrumentor().uninstrument()
-        provider.shutdown()
     records = store.collection("performance_records").find({"project_id": project.project.id})
     return {r["endpoint"]: r for r in records}
 

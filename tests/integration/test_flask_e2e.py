@@ -3,16 +3,13 @@ by the real OTLP/gRPC exporter to the real receiver, stored in the real embedded
 
 from __future__ import annotations
 
-import threading
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry.instrumentation.flask import FlaskInstrumentor
-from werkzeug.serving import make_server
 
-from examples.flask_app.app import create_app
-from otel_pyinstrument_processor import CallTreeNode, configure, decode_profile
+from otel_pyinstrument_processor import CallTreeNode, decode_profile
+from tests.shop_server import running_shop
 
 
 def _walk(node: CallTreeNode) -> Iterator[CallTreeNode]:
@@ -25,22 +22,8 @@ def _walk(node: CallTreeNode) -> Iterator[CallTreeNode]:
 def shop(receiver, project, monkeypatch):
     """The example shop app on a real WSGI server, instrumented and exporting to `receiver`."""
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.version=1.2.3")
-    provider = configure(
-        service_name="shop-e2e",
-        endpoint=receiver.endpoint,
-        project_key=project.key,
-        sampling_rate=1.0,
-        set_global=False,
-    )
-    app = create_app()
-    FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", provider
-    server.shutdown()
-    FlaskInstrumentor().uninstrument_app(app)
-    provider.shutdown()
+    with running_shop(receiver.endpoint, project.key, "shop-e2e", sql_spans=False) as running:
+        yield running
 
 
 def test_slow_flask_request_arrives_with_its_call_tree(store, project, shop):

@@ -4,7 +4,6 @@ by our processor, exported over OTLP/gRPC to the real receiver, in two `service.
 from __future__ import annotations
 
 import contextlib
-import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -13,15 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from opentelemetry.instrumentation.flask import FlaskInstrumentor
-from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
 from streamlit.testing.v1 import AppTest
-from werkzeug.serving import make_server
 
-from examples.flask_app.app import create_app
-from otel_pyinstrument_processor import configure
 from storage_backend import Project, Store
 from storage_backend.embedded import EmbeddedServer
+from tests.shop_server import running_shop
 
 # Each version's traffic: every route once or more, a 404 and a 500 among them.
 TRAFFIC = [
@@ -58,33 +53,14 @@ class ShopData:
 
 def _send_traffic(receiver_endpoint: str, key: str, version: str) -> int:
     with pytest.MonkeyPatch.context() as mp:
+        # Read by configure() when the shop starts: the records carry this version.
         mp.setenv("OTEL_RESOURCE_ATTRIBUTES", f"service.version={version}")
-        provider = configure(
-            service_name="shop-ui",
-            endpoint=receiver_endpoint,
-            project_key=key,
-            sampling_rate=1.0,
-            set_global=False,
-        )
-    # As examples/flask_app's instrumented_app(): its SQL becomes CLIENT spans with db.*.
-    SQLite3Instrumentor().instrument(tracer_provider=provider)
-    app = create_app()
-    FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        for path in TRAFFIC:
-            # the 404 and the 500 are part of the traffic
-            with contextlib.suppress(urllib.error.HTTPError):
-                url = f"http://127.0.0.1:{server.server_port}{path}"
-                urllib.request.urlopen(url, timeout=30).read()
-        assert provider.force_flush(30_000)
-    finally:
-        server.shutdown()
-        FlaskInstrumentor().uninstrument_app(app)
-        SQLite3Instrumentor().uninstrument()
-        provider.shutdown()
+        with running_shop(receiver_endpoint, key, "shop-ui") as (base, provider):
+            for path in TRAFFIC:
+                # the 404 and the 500 are part of the traffic
+                with contextlib.suppress(urllib.error.HTTPError):
+                    urllib.request.urlopen(base + path, timeout=30).read()
+            assert provider.force_flush(30_000)
     return len(TRAFFIC)
 
 
