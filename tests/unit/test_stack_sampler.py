@@ -74,9 +74,20 @@ def _nodes(tree):
 
 
 def spin_cpu(seconds: float) -> None:
-    # CPU time of this thread, so a loaded machine cannot starve the spin of samples.
+    """Spin ``seconds`` of this thread's CPU time, then on until the sampler has taken at
+    least two samples of this thread's request (at most 10 s more).
+
+    CPU time, so a loaded machine cannot starve the spin of samples. With two threads
+    spinning under the GIL, the sampling thread competes with both for it, and on a loaded
+    CI machine it once lost every hand-off of a 200 ms request (0 samples). The test is
+    about whose frames land in which tree, not about the sampler's share of the GIL.
+    """
     end = time.thread_time() + seconds
     while time.thread_time() < end:
+        pass
+    request = shared_sampler()._requests.get(threading.get_ident())
+    give_up = time.monotonic() + 10.0
+    while request is not None and len(request.records) < 2 and time.monotonic() < give_up:
         pass
 
 
