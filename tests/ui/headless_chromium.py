@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ class HeadlessChromium:
         self.process: subprocess.Popen[bytes] | None = None
         self._ids = itertools.count(1)
         self._ws: Any = None
+        self._connection = ExitStack()  # websockets >= 17.1 wants connect() as a context
 
     def __enter__(self) -> HeadlessChromium:
         binary = chromium_path()
@@ -64,7 +66,9 @@ class HeadlessChromium:
             time.sleep(0.1)
         port = port_file.read_text().split()[0]
         path = port_file.read_text().split()[1]
-        self._ws = connect(f"ws://127.0.0.1:{port}{path}", max_size=None, open_timeout=30)
+        self._ws = self._connection.enter_context(
+            connect(f"ws://127.0.0.1:{port}{path}", max_size=None, open_timeout=30)
+        )
         target = self._call("Target.createTarget", url="about:blank")["targetId"]
         self._session = self._call("Target.attachToTarget", targetId=target, flatten=True)[
             "sessionId"
@@ -72,8 +76,7 @@ class HeadlessChromium:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._ws is not None:
-            self._ws.close()
+        self._connection.close()
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
