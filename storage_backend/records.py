@@ -1,4 +1,5 @@
-"""Documents for `performance_records` (one per entry span) and `spans` (grouped per trace).
+"""Documents for `performance_records` (one per entry span) and `spans` (grouped per trace,
+the span list compressed into one value).
 
 Both are written with deterministic `_id`s, so an exporter's retry of a request that was
 partly written before a failure stores nothing twice: duplicates are recognised and skipped.
@@ -14,6 +15,7 @@ from urllib.parse import parse_qs
 
 from otel_pyinstrument_processor import attributes as profile_attrs
 from storage_backend.models import ResourceSpans, SpanData
+from storage_backend.span_codec import SPANS_FORMAT, encode_spans
 
 # The profile lives in the performance record; a span document would only carry it twice.
 _PROFILE_ATTRIBUTES = frozenset(
@@ -224,8 +226,9 @@ def build_span_documents(
 ) -> list[dict[str, Any]]:
     """One `spans` document per (resource, trace) in the batch: one write carries many spans.
 
-    The `_id` hashes the project, trace and span ids, so resending the same spans maps to the
-    same document.
+    The span list is one compressed value (`spans_blob`, see span_codec; read it back with
+    `trace_spans`); what queries filter on stays in plain fields. The `_id` hashes the project,
+    trace and span ids, so resending the same spans maps to the same document.
     """
     docs: list[dict[str, Any]] = []
     for group in batch:
@@ -246,7 +249,8 @@ def build_span_documents(
                     "start_time": _ns_to_datetime(min(s.start_time_ns for s in spans)),
                     "end_time": _ns_to_datetime(max(s.end_time_ns for s in spans)),
                     "span_count": len(spans),
-                    "spans": [_span_doc(s) for s in spans],
+                    "spans_format": SPANS_FORMAT,
+                    "spans_blob": encode_spans([_span_doc(s) for s in spans]),
                     "created_at": received_at,
                     "expire_at": received_at + retention,
                 }

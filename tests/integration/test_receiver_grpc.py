@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from storage_backend import Store
 from storage_backend.embedded import EmbeddedServer
+from storage_backend.span_codec import SPANS_FORMAT, document_spans
 from tests.conftest import start_receiver
 from tests.otlp_helpers import exporter, make_spans, raw_export
 
@@ -36,7 +37,8 @@ def test_exporter_spans_are_stored_with_records_for_entry_spans(store, receiver,
     assert record["profile"] is None  # no processor in this test
     group = store.collection("spans").find_one({"trace_id": record["trace_id"]})
     assert group["span_count"] == 3
-    assert {s["kind"] for s in group["spans"]} == {"server", "client"}
+    assert group["spans_format"] == SPANS_FORMAT
+    assert {s["kind"] for s in document_spans(group)} == {"server", "client"}
 
 
 def test_resending_the_same_spans_stores_nothing_twice(store, receiver, project):
