@@ -1,5 +1,5 @@
-"""Documents for `performance_records` (one per entry span) and `spans` (grouped per trace,
-the span list compressed into one value).
+"""Documents for `performance_records` (one per entry span) and `spans` (grouped per export
+request and resource, the span list compressed into one value).
 
 Both are written with deterministic `_id`s, so an exporter's retry of a request that was
 partly written before a failure stores nothing twice: duplicates are recognised and skipped.
@@ -201,6 +201,7 @@ def _span_doc(span: SpanData) -> dict[str, Any]:
     if _PROFILE_ATTRIBUTES.intersection(attrs):
         attrs = {k: v for k, v in attrs.items() if k not in _PROFILE_ATTRIBUTES}
     return {
+        "trace_id": span.trace_id,
         "span_id": span.span_id,
         "parent_span_id": span.parent_span_id,
         "name": span.name,
@@ -224,37 +225,43 @@ def build_span_documents(
     retention: timedelta,
     received_at: datetime,
 ) -> list[dict[str, Any]]:
-    """One `spans` document per (resource, trace) in the batch: one write carries many spans.
+    """One `spans` document per resource in the batch (an export request carries one or a
+    few): one write carries many spans, and the store's cost per document is paid once per
+    request rather than once per trace.
 
-    The span list is one compressed value (`spans_blob`, see span_codec; read it back with
-    `trace_spans`); what queries filter on stays in plain fields. The `_id` hashes the project,
-    trace and span ids, so resending the same spans maps to the same document.
+    The span list is one compressed value (`spans_blob`, see span_codec; read a trace back
+    with `trace_spans`); what queries filter on stays in plain fields, the document's traces in
+    `trace_ids` (indexed). The `_id` hashes the project and every trace and span id, so
+    resending the same request maps to the same document.
     """
     docs: list[dict[str, Any]] = []
     for group in batch:
-        by_trace: dict[str, list[SpanData]] = {}
-        for span in group.spans:
-            by_trace.setdefault(span.trace_id, []).append(span)
-        for trace_id, spans in by_trace.items():
-            digest = hashlib.sha256(project_id.encode() + trace_id.encode())
-            for span in spans:
-                digest.update(span.span_id.encode())
-            docs.append(
-                {
-                    "_id": digest.hexdigest()[:32],
-                    "project_id": project_id,
-                    "trace_id": trace_id,
-                    "service_name": group.resource.get("service.name"),
-                    "resource": group.resource,
-                    "start_time": _ns_to_datetime(min(s.start_time_ns for s in spans)),
-                    "end_time": _ns_to_datetime(max(s.end_time_ns for s in spans)),
-                    "span_count": len(spans),
-                    "spans_format": SPANS_FORMAT,
-                    "spans_blob": encode_spans([_span_doc(s) for s in spans]),
-                    "created_at": received_at,
-                    "expire_at": received_at + retention,
-                }
-            )
+        spans = group.spans
+        if not spans:
+            continue
+        digest = hashlib.sha256(project_id.encode())
+        trace_ids: dict[str, None] = {}  # first-seen order, for people reading the document
+        span_docs = []
+        for span in spans:
+            digest.update(span.trace_id.encode() + span.span_id.encode())
+            trace_ids[span.trace_id] = None
+            span_docs.append(_span_doc(span))
+        docs.append(
+            {
+                "_id": digest.hexdigest()[:32],
+                "project_id": project_id,
+                "trace_ids": list(trace_ids),
+                "service_name": group.resource.get("service.name"),
+                "resource": group.resource,
+                "start_time": _ns_to_datetime(min(s.start_time_ns for s in spans)),
+                "end_time": _ns_to_datetime(max(s.end_time_ns for s in spans)),
+                "span_count": len(spans),
+                "spans_format": SPANS_FORMAT,
+                "spans_blob": encode_spans(span_docs),
+                "created_at": received_at,
+                "expire_at": received_at + retention,
+            }
+        )
     return docs
 
 

@@ -186,8 +186,8 @@ class Store:
             self.client.admin.command("ping")
 
     def ingest(self, project: Project, batch: Sequence[ResourceSpans]) -> IngestResult:
-        """Store a batch of spans for a project: every span into `spans` (grouped per trace)
-        and one `performance_records` document per entry span.
+        """Store a batch of spans for a project: every span into `spans` (one document per
+        resource) and one `performance_records` document per entry span.
 
         Returns only once both writes are acknowledged. Idempotent: retrying after a failure
         (StoreUnavailableError) stores nothing twice.

@@ -62,16 +62,24 @@ def test_only_entry_spans_make_records():
     assert len(build_performance_records("p", batch, **KW)) == 1
 
 
-def test_span_documents_group_per_trace_with_stable_ids():
+def test_span_documents_group_per_resource_with_stable_ids():
     spans = [_span("server"), _span("client", span_id="00000000000000bb")]
     other = _span("server", span_id="00000000000000cc")
     other.trace_id = "f" * 32
-    batch = [ResourceSpans({"service.name": "a"}, [*spans, other])]
+    batch = [
+        ResourceSpans({"service.name": "a"}, [*spans, other]),
+        ResourceSpans({"service.name": "b"}, [_span("server", span_id="00000000000000dd")]),
+    ]
     docs = build_span_documents("p", batch, **KW)
-    assert sorted(d["span_count"] for d in docs) == [1, 2]
+    assert [d["span_count"] for d in docs] == [3, 1]
+    assert docs[0]["trace_ids"] == ["0" * 31 + "1", "f" * 32]
+    assert [d["service_name"] for d in docs] == ["a", "b"]
     again = build_span_documents("p", batch, **KW)
     assert [d["_id"] for d in docs] == [d["_id"] for d in again]
-    assert docs[0]["service_name"] == "a"
+    # Other spans (or the same spans in another project) make another document.
+    assert build_span_documents("q", batch, **KW)[0]["_id"] != docs[0]["_id"]
+    assert build_span_documents("p", batch[:1], **KW)[0]["_id"] == docs[0]["_id"]
+    assert build_span_documents("p", [ResourceSpans({}, spans)], **KW)[0]["_id"] != docs[0]["_id"]
 
 
 def test_request_metrics_map_into_performance_metrics():

@@ -21,6 +21,7 @@ from storage_backend.span_codec import (
 )
 
 SPAN = {
+    "trace_id": "0" * 31 + "1",
     "span_id": "00000000000000aa",
     "parent_span_id": None,
     "name": "GET /caf\u00e9/{id}",
@@ -98,11 +99,11 @@ def test_document_spans_reads_both_forms_and_skips_an_unreadable_blob(caplog):
     assert "spans document x unreadable" in caplog.text
 
 
-def _span_data(span_id: str, parent: str | None = None) -> SpanData:
+def _span_data(span_id: str, trace_id: str = "0" * 31 + "1") -> SpanData:
     return SpanData(
-        trace_id="0" * 31 + "1",
+        trace_id=trace_id,
         span_id=span_id,
-        parent_span_id=parent,
+        parent_span_id=None,
         name="SELECT",
         kind="client",
         start_time_ns=1_700_000_000_000_000_000,
@@ -111,22 +112,31 @@ def _span_data(span_id: str, parent: str | None = None) -> SpanData:
     )
 
 
-def test_trace_spans_reads_old_and_new_documents_of_a_trace(store: Store):
+def test_trace_spans_reads_a_trace_from_request_documents_and_older_ones(store: Store):
+    trace, other_trace = "0" * 31 + "1", "f" * 32
     now = datetime.now(timezone.utc)
-    batch = [ResourceSpans({"service.name": "api"}, [_span_data("00000000000000cc")])]
-    (doc,) = build_span_documents("p1", batch, retention=timedelta(days=1), received_at=now)
+    spans = [_span_data("00000000000000cc"), _span_data("00000000000000dd", other_trace)]
+    (doc,) = build_span_documents(
+        "p1", [ResourceSpans({"service.name": "api"}, spans)],
+        retention=timedelta(days=1), received_at=now,
+    )  # fmt: skip
+    assert doc["trace_ids"] == [trace, other_trace] and doc["span_count"] == 2
     assert set(doc) >= {"spans_blob", "spans_format"} and "spans" not in doc
-    # A document in the array form earlier versions wrote, for the same trace.
-    old = dict(doc, _id="old", service_name="worker", spans=[SPAN])
-    del old["spans_blob"], old["spans_format"]
+    # A per-trace document in the array form earlier versions wrote, for the same trace.
+    old = {
+        "_id": "old", "project_id": "p1", "trace_id": trace, "service_name": "worker",
+        "span_count": 1, "spans": [SPAN],
+    }  # fmt: skip
     other_project = dict(doc, _id="other", project_id="p2")
     store.collection(SPANS).insert_many([doc, old, other_project])
 
-    spans = trace_spans(store.db, "p1", "0" * 31 + "1")
-    by_id = {s["span_id"]: s for s in spans}
+    by_id = {s["span_id"]: s for s in trace_spans(store.db, "p1", trace)}
     assert set(by_id) == {"00000000000000cc", SPAN["span_id"]}
     assert by_id["00000000000000cc"]["service_name"] == "api"
+    assert by_id["00000000000000cc"]["trace_id"] == trace
     assert by_id["00000000000000cc"]["attributes"] == {"db.system": "postgresql"}
     assert by_id["00000000000000cc"]["duration"] == 0.01
     assert by_id[SPAN["span_id"]]["service_name"] == "worker"
-    assert trace_spans(store.db, "p1", "f" * 32) == []
+    assert by_id[SPAN["span_id"]]["trace_id"] == trace
+    assert [s["span_id"] for s in trace_spans(store.db, "p1", other_trace)] == ["00000000000000dd"]
+    assert trace_spans(store.db, "p1", "e" * 32) == []
