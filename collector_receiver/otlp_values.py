@@ -64,7 +64,18 @@ def attributes_dict(kvs: Any) -> dict[str, Any]:
 _FIELD = descriptor_pb2.FieldDescriptorProto
 _CACHE_MAX_ENTRIES = 50_000
 _CACHE_MAX_PAIR_BYTES = 256
-_pair_cache: dict[bytes, tuple[str, Any]] = {}
+
+
+class _PairCache(dict[bytes, tuple[str, Any]]):
+    """Serialized KeyValue -> (key, value); a lookup that misses decodes (and maybe keeps)."""
+
+    def __missing__(self, raw: bytes) -> tuple[str, Any]:
+        return _decode_pair(raw)
+
+
+_pair_cache = _PairCache()
+# A hit is dict's own C lookup: `map` over it and `dict()` of the pairs run no bytecode.
+_pair_of = _pair_cache.__getitem__
 _NOT_INLINE = object()
 _DOUBLE = struct.Struct("<d")
 
@@ -149,9 +160,7 @@ def _decode_pair(raw: bytes) -> tuple[str, Any]:
 def attribute_values(attributes: Any) -> dict[str, Any]:
     """A `FastExportTraceServiceRequest` span's attributes as a plain dict; raises
     DecodeError (or UnicodeDecodeError) when one is not a valid KeyValue."""
-    get = _pair_cache.get
-    # Cached pairs are shared tuples: building the dict from them stays in C.
-    return dict([get(raw) or _decode_pair(raw) for raw in attributes])
+    return dict(map(_pair_of, attributes))
 
 
 def clear_value_cache() -> None:
