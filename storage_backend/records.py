@@ -17,6 +17,9 @@ from otel_pyinstrument_processor import attributes as profile_attrs
 from storage_backend.models import ResourceSpans, SpanData
 from storage_backend.span_codec import SPANS_FORMAT, encode_spans
 
+# A `spans` document's compressed span list stays under this (MongoDB refuses documents over
+# 16 MB); a larger one is split between traces.
+MAX_SPANS_BLOB_BYTES = 8 * 1024 * 1024
 # The profile lives in the performance record; a span document would only carry it twice.
 _PROFILE_ATTRIBUTES = frozenset(
     {
@@ -227,42 +230,62 @@ def build_span_documents(
 ) -> list[dict[str, Any]]:
     """One `spans` document per resource in the batch (an export request carries one or a
     few): one write carries many spans, and the store's cost per document is paid once per
-    request rather than once per trace.
+    request rather than once per trace. A list that would compress to more than
+    `MAX_SPANS_BLOB_BYTES` is split between traces into several documents.
 
     The span list is one compressed value (`spans_blob`, see span_codec; read a trace back
     with `trace_spans`); what queries filter on stays in plain fields, the document's traces in
     `trace_ids` (indexed). The `_id` hashes the project and every trace and span id, so
-    resending the same request maps to the same document.
+    resending the same request maps to the same documents.
     """
     docs: list[dict[str, Any]] = []
     for group in batch:
-        spans = group.spans
-        if not spans:
-            continue
-        digest = hashlib.sha256(project_id.encode())
-        trace_ids: dict[str, None] = {}  # first-seen order, for people reading the document
-        span_docs = []
-        for span in spans:
-            digest.update(span.trace_id.encode() + span.span_id.encode())
-            trace_ids[span.trace_id] = None
-            span_docs.append(_span_doc(span))
-        docs.append(
-            {
-                "_id": digest.hexdigest()[:32],
-                "project_id": project_id,
-                "trace_ids": list(trace_ids),
-                "service_name": group.resource.get("service.name"),
-                "resource": group.resource,
-                "start_time": _ns_to_datetime(min(s.start_time_ns for s in spans)),
-                "end_time": _ns_to_datetime(max(s.end_time_ns for s in spans)),
-                "span_count": len(spans),
-                "spans_format": SPANS_FORMAT,
-                "spans_blob": encode_spans(span_docs),
-                "created_at": received_at,
-                "expire_at": received_at + retention,
-            }
-        )
+        if group.spans:
+            docs += _span_documents(project_id, group.resource, group.spans, retention, received_at)
     return docs
+
+
+def _span_documents(
+    project_id: str,
+    resource: dict[str, Any],
+    spans: list[SpanData],
+    retention: timedelta,
+    received_at: datetime,
+) -> list[dict[str, Any]]:
+    trace_ids = list(dict.fromkeys(span.trace_id for span in spans))  # first-seen order
+    blob = encode_spans([_span_doc(span) for span in spans])
+    if len(blob) > MAX_SPANS_BLOB_BYTES and len(trace_ids) > 1:
+        # Far past what real telemetry compresses to (~150 B a span): keep each trace whole
+        # and halve the rest, so the same request always splits the same way.
+        first = set(trace_ids[: len(trace_ids) // 2])
+        halves = (
+            [s for s in spans if s.trace_id in first],
+            [s for s in spans if s.trace_id not in first],
+        )
+        return [
+            doc
+            for half in halves
+            for doc in _span_documents(project_id, resource, half, retention, received_at)
+        ]
+    digest = hashlib.sha256(project_id.encode())
+    for span in spans:
+        digest.update(span.trace_id.encode() + span.span_id.encode())
+    return [
+        {
+            "_id": digest.hexdigest()[:32],
+            "project_id": project_id,
+            "trace_ids": trace_ids,
+            "service_name": resource.get("service.name"),
+            "resource": resource,
+            "start_time": _ns_to_datetime(min(s.start_time_ns for s in spans)),
+            "end_time": _ns_to_datetime(max(s.end_time_ns for s in spans)),
+            "span_count": len(spans),
+            "spans_format": SPANS_FORMAT,
+            "spans_blob": blob,
+            "created_at": received_at,
+            "expire_at": received_at + retention,
+        }
+    ]
 
 
 def build_performance_records(
