@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otel_pyinstrument_processor import CallTreeNode, ProfileDecodeError, decode_profile
-from storage_backend import ProjectNotFoundError, Store
+from storage_backend import ProjectNotFoundError, Store, trace_spans
 
 logger = logging.getLogger(__name__)
 
@@ -198,13 +198,7 @@ def load_input(store: Store, record_id: str) -> AnalysisInput:
             tree = decode_profile(profile["tree"], profile.get("format"))
         except ProfileDecodeError as exc:
             logger.warning("record %s: call tree not decodable: %s", record_id, exc)
-    spans = [
-        span
-        for doc in store.collection("spans").find(
-            {"project_id": record["project_id"], "trace_id": record["trace_id"]}
-        )
-        for span in doc.get("spans", [])
-    ]
+    spans = trace_spans(store.db, record["project_id"], record["trace_id"])
     spans = _descendants(spans, record.get("span_id"))
     threshold = None
     try:

@@ -196,7 +196,7 @@ def make_request(seed: int, tree: tuple[str, str]) -> ExportTraceServiceRequest:
 
 def rate(fn, payloads: list[bytes], spans_per_payload: int, seconds: float = 4.0) -> float:
     """Spans/s of `fn` over the payloads, best of repeated passes within `seconds`. The
-    attribute value cache is emptied before each pass: values unique to a request (ids,
+    attribute cache is emptied before each pass: values unique to a request (ids,
     paths, sizes) must be decoded, as they would be in a real stream, not found cached."""
     best = 0.0
     deadline = time.perf_counter() + seconds
@@ -365,7 +365,7 @@ def main() -> None:
     print(f"{'parse + decode, stock schema':<34}{stock:>12,.0f} spans/s   {stock / parse:.2f}x")
     print(
         f"{'parse + decode + normalize':<34}{full:>12,.0f} spans/s   {full / parse:.2f}x"
-        "   (what the receiver runs: map schema + value cache)"
+        "   (what the receiver runs: repeated-bytes schema + pair cache)"
     )
 
     e2e = end_to_end(payloads, args.seconds, args.senders, args.bound, args.writers)

@@ -9,6 +9,8 @@ RESOURCE_EXHAUSTED with RetryInfo / HTTP 429 with Retry-After), which OTLP clien
 
 No linger timer: when the writers are idle a lone request is written at once; under load the
 requests that arrive during one write form the next batch, so batches grow with the load.
+Rollup counts follow the same idea: a group write with more queued behind it leaves its
+records' counts to the next one (storage_backend/pending_rollups.py; at most ~1 s).
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from dataclasses import dataclass
 
 from collector_receiver.errors import OverloadedError, ShuttingDownError
 from collector_receiver.metrics import ReceiverMetrics
-from storage_backend import IngestResult, InvalidDocumentError, Project, ResourceSpans, Store
+from storage_backend import (
+    IngestResult,
+    InvalidDocumentError,
+    Project,
+    ResourceSpans,
+    Store,
+    StoreError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +133,10 @@ class GroupCommitWriter:
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            self._store.flush_rollups()
+        except StoreError as exc:  # the records are stored; only their counts are missing
+            logger.warning("rollup counts not written at shutdown: %s", exc)
         with self._cond:
             self._threads = [t for t in self._threads if t.is_alive()]
             # Anything still queued (writers stuck past the timeout) is answered, not dropped
@@ -156,6 +169,10 @@ class GroupCommitWriter:
                 taken.append(item)
             return taken
 
+    def _more_queued(self) -> bool:
+        # Another group write will follow at once: it can carry this one's rollup counts.
+        return bool(self._queue)
+
     def _run(self) -> None:
         while (taken := self._take()) is not None:
             self._commit(taken)
@@ -163,7 +180,9 @@ class GroupCommitWriter:
     def _commit(self, taken: list[_Pending]) -> None:
         started = time.perf_counter()
         try:
-            results = self._store.ingest_many([(p.project, p.batch) for p in taken])
+            results = self._store.ingest_many(
+                [(p.project, p.batch) for p in taken], rollups_can_wait=self._more_queued
+            )
         except InvalidDocumentError as exc:
             if len(taken) == 1:
                 taken[0].future.set_exception(exc)

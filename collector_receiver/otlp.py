@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from collector_receiver.otlp_values import (
@@ -121,6 +122,16 @@ def decode_request(
                     rejected += 1
                     first_problem = first_problem or _span_problem(span, max_attributes) or ""
                     continue
+                try:
+                    attributes = span_attributes(attrs)
+                except (DecodeError, UnicodeDecodeError):
+                    # The fast schema reads attributes only now: a malformed one rejects this
+                    # span, as a parse error would have rejected the request.
+                    rejected += 1
+                    first_problem = first_problem or (
+                        f"span {span.name!r}: attributes are not valid OTLP KeyValues"
+                    )
+                    continue
                 kind = span.kind
                 status = span.status
                 code = status.code
@@ -133,7 +144,7 @@ def decode_request(
                         _KINDS[kind] if 0 <= kind < 6 else "unspecified",
                         start,
                         end,
-                        span_attributes(attrs),
+                        attributes,
                         _STATUS[code] if 0 <= code < 3 else "unset",
                         status.message,
                         _events(span) if span.events else [],

@@ -20,6 +20,7 @@ from storage_backend.models import (
     SpanData,
 )
 from storage_backend.store import Store, StoreSettings
+from storage_backend.trace_spans import trace_spans
 
 __all__ = [
     "AlertThreshold",
@@ -35,4 +36,5 @@ __all__ = [
     "StoreError",
     "StoreSettings",
     "StoreUnavailableError",
+    "trace_spans",
 ]

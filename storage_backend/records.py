@@ -1,4 +1,5 @@
-"""Documents for `performance_records` (one per entry span) and `spans` (grouped per trace).
+"""Documents for `performance_records` (one per entry span) and `spans` (grouped per export
+request and resource, the span list compressed into one value).
 
 Both are written with deterministic `_id`s, so an exporter's retry of a request that was
 partly written before a failure stores nothing twice: duplicates are recognised and skipped.
@@ -14,7 +15,11 @@ from urllib.parse import parse_qs
 
 from otel_pyinstrument_processor import attributes as profile_attrs
 from storage_backend.models import ResourceSpans, SpanData
+from storage_backend.span_codec import SPANS_FORMAT, encode_spans
 
+# A `spans` document's compressed span list stays under this (MongoDB refuses documents over
+# 16 MB); a larger one is split between traces.
+MAX_SPANS_BLOB_BYTES = 8 * 1024 * 1024
 # The profile lives in the performance record; a span document would only carry it twice.
 _PROFILE_ATTRIBUTES = frozenset(
     {
@@ -199,6 +204,7 @@ def _span_doc(span: SpanData) -> dict[str, Any]:
     if _PROFILE_ATTRIBUTES.intersection(attrs):
         attrs = {k: v for k, v in attrs.items() if k not in _PROFILE_ATTRIBUTES}
     return {
+        "trace_id": span.trace_id,
         "span_id": span.span_id,
         "parent_span_id": span.parent_span_id,
         "name": span.name,
@@ -222,36 +228,64 @@ def build_span_documents(
     retention: timedelta,
     received_at: datetime,
 ) -> list[dict[str, Any]]:
-    """One `spans` document per (resource, trace) in the batch: one write carries many spans.
+    """One `spans` document per resource in the batch (an export request carries one or a
+    few): one write carries many spans, and the store's cost per document is paid once per
+    request rather than once per trace. A list that would compress to more than
+    `MAX_SPANS_BLOB_BYTES` is split between traces into several documents.
 
-    The `_id` hashes the project, trace and span ids, so resending the same spans maps to the
-    same document.
+    The span list is one compressed value (`spans_blob`, see span_codec; read a trace back
+    with `trace_spans`); what queries filter on stays in plain fields, the document's traces in
+    `trace_ids` (indexed). The `_id` hashes the project and every trace and span id, so
+    resending the same request maps to the same documents.
     """
     docs: list[dict[str, Any]] = []
     for group in batch:
-        by_trace: dict[str, list[SpanData]] = {}
-        for span in group.spans:
-            by_trace.setdefault(span.trace_id, []).append(span)
-        for trace_id, spans in by_trace.items():
-            digest = hashlib.sha256(project_id.encode() + trace_id.encode())
-            for span in spans:
-                digest.update(span.span_id.encode())
-            docs.append(
-                {
-                    "_id": digest.hexdigest()[:32],
-                    "project_id": project_id,
-                    "trace_id": trace_id,
-                    "service_name": group.resource.get("service.name"),
-                    "resource": group.resource,
-                    "start_time": _ns_to_datetime(min(s.start_time_ns for s in spans)),
-                    "end_time": _ns_to_datetime(max(s.end_time_ns for s in spans)),
-                    "span_count": len(spans),
-                    "spans": [_span_doc(s) for s in spans],
-                    "created_at": received_at,
-                    "expire_at": received_at + retention,
-                }
-            )
+        if group.spans:
+            docs += _span_documents(project_id, group.resource, group.spans, retention, received_at)
     return docs
+
+
+def _span_documents(
+    project_id: str,
+    resource: dict[str, Any],
+    spans: list[SpanData],
+    retention: timedelta,
+    received_at: datetime,
+) -> list[dict[str, Any]]:
+    trace_ids = list(dict.fromkeys(span.trace_id for span in spans))  # first-seen order
+    blob = encode_spans([_span_doc(span) for span in spans])
+    if len(blob) > MAX_SPANS_BLOB_BYTES and len(trace_ids) > 1:
+        # Far past what real telemetry compresses to (~150 B a span): keep each trace whole
+        # and halve the rest, so the same request always splits the same way.
+        first = set(trace_ids[: len(trace_ids) // 2])
+        halves = (
+            [s for s in spans if s.trace_id in first],
+            [s for s in spans if s.trace_id not in first],
+        )
+        return [
+            doc
+            for half in halves
+            for doc in _span_documents(project_id, resource, half, retention, received_at)
+        ]
+    digest = hashlib.sha256(project_id.encode())
+    for span in spans:
+        digest.update(span.trace_id.encode() + span.span_id.encode())
+    return [
+        {
+            "_id": digest.hexdigest()[:32],
+            "project_id": project_id,
+            "trace_ids": trace_ids,
+            "service_name": resource.get("service.name"),
+            "resource": resource,
+            "start_time": _ns_to_datetime(min(s.start_time_ns for s in spans)),
+            "end_time": _ns_to_datetime(max(s.end_time_ns for s in spans)),
+            "span_count": len(spans),
+            "spans_format": SPANS_FORMAT,
+            "spans_blob": blob,
+            "created_at": received_at,
+            "expire_at": received_at + retention,
+        }
+    ]
 
 
 def build_performance_records(

@@ -27,7 +27,8 @@ from storage_backend.query_models import (
     SpanView,
 )
 from storage_backend.rollups import as_utc
-from storage_backend.schema import PERFORMANCE_RECORDS, SPANS
+from storage_backend.schema import PERFORMANCE_RECORDS
+from storage_backend.trace_spans import trace_spans
 from storage_backend.windowed_scan import duration_bounds, time_bounds, top_descending
 
 TOTAL_CAP = 1_000
@@ -246,28 +247,23 @@ def decode_record_tree(doc: dict[str, Any]) -> tuple[CallTreeNode | None, str | 
         return None, str(exc)
 
 
-def _span_views(docs: list[dict[str, Any]]) -> list[SpanView]:
-    views = []
-    for doc in docs:
-        service = doc.get("service_name")
-        for s in doc.get("spans", []):
-            views.append(
-                SpanView(
-                    span_id=s["span_id"],
-                    parent_span_id=s.get("parent_span_id"),
-                    name=s.get("name", ""),
-                    kind=s.get("kind", ""),
-                    service_name=service,
-                    start_time=datetime.fromtimestamp(
-                        s["start_ns"] / 1e9, tz=doc["start_time"].tzinfo
-                    ),
-                    duration=float(s.get("duration", 0.0)),
-                    status_code=s.get("status_code", "unset"),
-                    status_message=s.get("status_message", ""),
-                    attributes=dict(s.get("attributes") or {}),
-                    events=list(s.get("events") or []),
-                )
-            )
+def _span_views(spans: list[dict[str, Any]]) -> list[SpanView]:
+    views = [
+        SpanView(
+            span_id=s["span_id"],
+            parent_span_id=s.get("parent_span_id"),
+            name=s.get("name", ""),
+            kind=s.get("kind", ""),
+            service_name=s.get("service_name"),
+            start_time=datetime.fromtimestamp(s["start_ns"] / 1e9, tz=timezone.utc),
+            duration=float(s.get("duration", 0.0)),
+            status_code=s.get("status_code", "unset"),
+            status_message=s.get("status_message", ""),
+            attributes=dict(s.get("attributes") or {}),
+            events=list(s.get("events") or []),
+        )
+        for s in spans
+    ]
     views.sort(key=lambda v: v.start_time)
     return views
 
@@ -284,9 +280,7 @@ def get_request(
         doc = db[PERFORMANCE_RECORDS].find_one(query)
         if doc is None:
             return None
-        span_docs = list(
-            db[SPANS].find({"project_id": doc["project_id"], "trace_id": doc.get("trace_id")})
-        )
+    spans = trace_spans(db, doc["project_id"], doc.get("trace_id") or "")
     tree, error = decode_record_tree(doc)
     record = {k: v for k, v in doc.items() if k not in ("_id", "profile", "expire_at")}
     record["id"] = str(doc["_id"])
@@ -295,7 +289,7 @@ def get_request(
     return RequestDetail(
         summary=summary_of(doc),
         record=record,
-        spans=_span_views(span_docs),
+        spans=_span_views(spans),
         call_tree=tree,
         function_calls=flatten(tree) if tree else list(doc.get("function_calls") or []),
         profile_error=error,

@@ -55,6 +55,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0, name="ttl"),
     ],
     SPANS: [
+        # A document holds the spans of one export request: a trace is found by any of its
+        # `trace_ids` (multikey). `project_trace` serves documents written before that.
+        IndexModel([("project_id", ASCENDING), ("trace_ids", ASCENDING)], name="project_trace_ids"),
         IndexModel([("project_id", ASCENDING), ("trace_id", ASCENDING)], name="project_trace"),
         IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0, name="ttl"),
     ],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,10 +26,10 @@ from storage_backend.errors import (
 )
 from storage_backend.jobs import JobQueue
 from storage_backend.models import IngestResult, Project, ResourceSpans
+from storage_backend.pending_rollups import PendingRollups
 from storage_backend.projects import ProjectRepository
 from storage_backend.records import build_performance_records, build_span_documents
 from storage_backend.retention import DEFAULT_RETENTION_DAYS, RetentionPolicy
-from storage_backend.rollups import record_rollups
 from storage_backend.schema import PERFORMANCE_RECORDS, SPANS, ensure_indexes
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ class Store:
         self.jobs = JobQueue(self.db)
         self.analyses = AnalysisRepository(self.db)
         self.auto_analysis = AutoAnalysisTrigger(self.jobs)
+        self.pending_rollups = PendingRollups()
 
     @classmethod
     def connect(
@@ -185,8 +186,8 @@ class Store:
             self.client.admin.command("ping")
 
     def ingest(self, project: Project, batch: Sequence[ResourceSpans]) -> IngestResult:
-        """Store a batch of spans for a project: every span into `spans` (grouped per trace)
-        and one `performance_records` document per entry span.
+        """Store a batch of spans for a project: every span into `spans` (one document per
+        resource) and one `performance_records` document per entry span.
 
         Returns only once both writes are acknowledged. Idempotent: retrying after a failure
         (StoreUnavailableError) stores nothing twice.
@@ -194,7 +195,10 @@ class Store:
         return self.ingest_many([(project, batch)])[0]
 
     def ingest_many(
-        self, items: Sequence[tuple[Project, Sequence[ResourceSpans]]]
+        self,
+        items: Sequence[tuple[Project, Sequence[ResourceSpans]]],
+        *,
+        rollups_can_wait: Callable[[], bool] | None = None,
     ) -> list[IngestResult]:
         """Store many (project, batch) items with one `insert_many` per collection (the
         receiver's group commit): the one write path of ingested spans.
@@ -202,6 +206,10 @@ class Store:
         Returns one IngestResult per item, in order, only once every write is acknowledged;
         raises StoreError (nothing is then acknowledged, though some documents may be
         written: a retry skips them, the `_id`s being deterministic).
+
+        `rollups_can_wait`, asked after the records are written, lets their rollup counts
+        join a later write's (see pending_rollups.py): the group-commit writer answers True
+        while more writes are queued behind this one. Without it the counts are written now.
         """
         now = datetime.now(timezone.utc)
         span_docs: list[dict[str, Any]] = []
@@ -227,7 +235,9 @@ class Store:
         self._insert_idempotent(SPANS, span_docs)
         # Rollups and auto-analysis see only what this call wrote, so a retry counts nothing twice.
         written = self._insert_idempotent(PERFORMANCE_RECORDS, records)
-        record_rollups(self.db, written)
+        self.pending_rollups.add(written)
+        if rollups_can_wait is None or not rollups_can_wait() or self.pending_rollups.due():
+            self.pending_rollups.flush(self.db)
         self.auto_analysis.on_records_stored([project for project, _ in items], written)
         return results
 
@@ -260,8 +270,18 @@ class Store:
                 return [d for i, d in enumerate(docs) if i not in skipped]
         return docs
 
+    def flush_rollups(self) -> None:
+        """Write the rollup counts that `ingest_many` let wait (the receiver calls this when
+        it stops); raises StoreError."""
+        self.pending_rollups.flush(self.db)
+
     def close(self) -> None:
-        """Close the client and stop the embedded server if this store started it."""
+        """Close the client and stop the embedded server if this store started it (rollup
+        counts still waiting are written first, if the store takes them)."""
+        try:
+            self.flush_rollups()
+        except StoreError as exc:
+            logger.warning("waiting rollup counts not written at close: %s", exc)
         self.client.close()
         if self.embedded:
             self.embedded.stop()

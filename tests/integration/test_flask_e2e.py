@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from otel_pyinstrument_processor import CallTreeNode, decode_profile
+from storage_backend import trace_spans
 from tests.shop_server import running_shop
 
 
@@ -61,8 +62,7 @@ def test_slow_flask_request_arrives_with_its_call_tree(store, project, shop):
     assert tree.total_time <= duration * 1.05
 
     # Every span of the trace is stored; the profile is kept once (in the record).
-    groups = list(store.collection("spans").find({"trace_id": record["trace_id"]}))
-    stored = [s for g in groups for s in g["spans"]]
+    stored = trace_spans(store.db, record["project_id"], record["trace_id"])
     assert any(s["span_id"] == record["span_id"] for s in stored)
     assert all("pystrument.profile.tree" not in s["attributes"] for s in stored)
 

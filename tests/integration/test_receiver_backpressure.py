@@ -6,6 +6,8 @@ on a gate; the write itself is the real one.
 
 from __future__ import annotations
 
+import base64
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,11 +36,11 @@ class GatedStore:
         self.writes: list[int] = []  # requests per group write
         self.entered = threading.Semaphore(0)
 
-    def ingest_many(self, items):
+    def ingest_many(self, items, **options):
         self.entered.release()
         assert self.gate.wait(30), "test gate never opened"
         self.writes.append(len(items))
-        return self._store.ingest_many(items)
+        return self._store.ingest_many(items, **options)
 
     def __getattr__(self, name):
         return getattr(self._store, name)
@@ -217,7 +219,8 @@ def test_a_document_too_large_fails_only_its_own_request(store, project):
     good = decode_request(export_request(make_spans(1, 1))).batch
     huge_request = export_request(make_spans(1, 0, service="huge"))
     kv = huge_request.resource_spans[0].scope_spans[0].spans[0].attributes.add()
-    kv.key, kv.value.string_value = "blob", "x" * (17 * 1024 * 1024)
+    # Random text: span lists are stored compressed, so it must stay over 16 MB compressed.
+    kv.key, kv.value.string_value = "blob", base64.b64encode(os.urandom(18 * 1024 * 1024)).decode()
     huge = decode_request(huge_request).batch
     try:
         with ThreadPoolExecutor(3) as pool:

@@ -10,8 +10,9 @@ import grpc
 import pytest
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from storage_backend import Store
+from storage_backend import Store, trace_spans
 from storage_backend.embedded import EmbeddedServer
+from storage_backend.span_codec import SPANS_FORMAT, document_spans
 from tests.conftest import start_receiver
 from tests.otlp_helpers import exporter, make_spans, raw_export
 
@@ -34,9 +35,13 @@ def test_exporter_spans_are_stored_with_records_for_entry_spans(store, receiver,
     assert record["service"]["name"] == "svc"
     assert record["performance_metrics"]["total_duration"] > 0
     assert record["profile"] is None  # no processor in this test
-    group = store.collection("spans").find_one({"trace_id": record["trace_id"]})
-    assert group["span_count"] == 3
-    assert {s["kind"] for s in group["spans"]} == {"server", "client"}
+    # One document carries the export's spans (one resource): all three traces.
+    group = store.collection("spans").find_one({"trace_ids": record["trace_id"]})
+    assert group["span_count"] == 9 and len(group["trace_ids"]) == 3
+    assert group["spans_format"] == SPANS_FORMAT
+    assert {s["kind"] for s in document_spans(group)} == {"server", "client"}
+    trace = trace_spans(store.db, project.project.id, record["trace_id"])
+    assert len(trace) == 3 and {s["trace_id"] for s in trace} == {record["trace_id"]}
 
 
 def test_resending_the_same_spans_stores_nothing_twice(store, receiver, project):

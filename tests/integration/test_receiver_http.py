@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from storage_backend import Store
+from storage_backend.span_codec import document_spans
 from tests.otlp_helpers import export_request, make_spans
 
 
@@ -25,7 +26,8 @@ def span_counts(store: Store) -> tuple[int, int]:
 
 def stored_spans(store: Store) -> dict[str, dict]:
     """Every stored span by name-and-id, with its attributes."""
-    return {s["span_id"]: s for doc in store.collection("spans").find({}) for s in doc["spans"]}
+    docs = store.collection("spans").find({})
+    return {s["span_id"]: s for doc in docs for s in document_spans(doc)}
 
 
 @pytest.mark.parametrize("compression", [Compression.NoCompression, Compression.Gzip])

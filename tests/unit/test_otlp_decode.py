@@ -59,8 +59,8 @@ def test_empty_request_is_valid_and_empty():
 
 
 def test_fast_attribute_decoding_matches_the_stock_decoder():
-    """The map<string, bytes> schema and its value cache give the same dicts as the stock
-    schema, for every kind of value, twice (cold cache, then warm)."""
+    """The repeated-bytes schema and its pair cache give the same dicts as the stock schema,
+    for every kind of value, twice (cold cache, then warm)."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
@@ -78,8 +78,14 @@ def test_fast_attribute_decoding_matches_the_stock_decoder():
         "long": AnyValue(string_value="x" * 300),  # two-byte length: not the inline path
         "i": AnyValue(int_value=-5),
         "zero": AnyValue(int_value=0),
+        "int63": AnyValue(int_value=2**63 - 1),
+        "int-min": AnyValue(int_value=-(2**63)),
+        "small-int": AnyValue(int_value=300),
         "b": AnyValue(bool_value=False),
+        "t": AnyValue(bool_value=True),
         "d": AnyValue(double_value=2.5),
+        "neg-d": AnyValue(double_value=-1e-300),
+        "k" * 200: AnyValue(string_value="long key: not the inline path"),
         "bytes": AnyValue(bytes_value=b"\x00\xff"),
         "unset": AnyValue(),
     }
@@ -100,3 +106,23 @@ def test_fast_attribute_decoding_matches_the_stock_decoder():
         fast = decode_request(parse_fast_request(request.SerializeToString()))
         assert fast.batch[0].spans[0].attributes == expected
         assert type(fast.batch[0].spans[0].attributes["b"]) is bool
+        assert type(fast.batch[0].spans[0].attributes["small-int"]) is int
+
+
+def test_a_malformed_attribute_rejects_its_span_only():
+    """The fast schema reads attributes after parsing: bytes that are no KeyValue (here,
+    invalid UTF-8 in a key, and a truncated value) reject that span, the others are kept."""
+    from collector_receiver.otlp_values import parse_fast_request
+
+    request = export_request(make_spans(n_traces=1, children=1))
+    body = request.SerializeToString()
+    good = decode_request(parse_fast_request(body))
+    assert good.accepted == 2
+    route = b"http.route\x12\r\n\x0b/items/{id}"  # key, then AnyValue{string_value}
+    assert body.count(route) == 1
+    # Same lengths, so the request still parses: a key that is not UTF-8, and a string
+    # value claiming more bytes than its AnyValue holds.
+    for broken in (route.replace(b"route", b"rout\xff"), route.replace(b"\n\x0b", b"\n\x7f")):
+        bad = decode_request(parse_fast_request(body.replace(route, broken)))
+        assert (bad.accepted, bad.rejected) == (1, 1)
+        assert "attributes are not valid OTLP KeyValues" in bad.error_message

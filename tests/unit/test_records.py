@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
 
 from storage_backend.models import ResourceSpans, SpanData
@@ -62,16 +63,24 @@ def test_only_entry_spans_make_records():
     assert len(build_performance_records("p", batch, **KW)) == 1
 
 
-def test_span_documents_group_per_trace_with_stable_ids():
+def test_span_documents_group_per_resource_with_stable_ids():
     spans = [_span("server"), _span("client", span_id="00000000000000bb")]
     other = _span("server", span_id="00000000000000cc")
     other.trace_id = "f" * 32
-    batch = [ResourceSpans({"service.name": "a"}, [*spans, other])]
+    batch = [
+        ResourceSpans({"service.name": "a"}, [*spans, other]),
+        ResourceSpans({"service.name": "b"}, [_span("server", span_id="00000000000000dd")]),
+    ]
     docs = build_span_documents("p", batch, **KW)
-    assert sorted(d["span_count"] for d in docs) == [1, 2]
+    assert [d["span_count"] for d in docs] == [3, 1]
+    assert docs[0]["trace_ids"] == ["0" * 31 + "1", "f" * 32]
+    assert [d["service_name"] for d in docs] == ["a", "b"]
     again = build_span_documents("p", batch, **KW)
     assert [d["_id"] for d in docs] == [d["_id"] for d in again]
-    assert docs[0]["service_name"] == "a"
+    # Other spans (or the same spans in another project) make another document.
+    assert build_span_documents("q", batch, **KW)[0]["_id"] != docs[0]["_id"]
+    assert build_span_documents("p", batch[:1], **KW)[0]["_id"] == docs[0]["_id"]
+    assert build_span_documents("p", [ResourceSpans({}, spans)], **KW)[0]["_id"] != docs[0]["_id"]
 
 
 def test_request_metrics_map_into_performance_metrics():
@@ -103,3 +112,26 @@ def test_the_same_span_sent_to_two_projects_makes_two_records():
     [b] = build_performance_records("prj_b", batch, **KW)
     assert a["_id"] != b["_id"]
     assert build_performance_records("prj_a", batch, **KW)[0]["_id"] == a["_id"]
+
+
+def test_a_span_list_too_large_for_one_document_splits_between_traces(monkeypatch):
+    from storage_backend import records
+
+    def trace(t: int) -> list[SpanData]:
+        spans = [_span("server", span_id=f"{t:08x}{i:08x}") for i in range(3)]
+        for span in spans:
+            span.trace_id = f"{t + 1:032x}"
+            span.attributes = {"payload": os.urandom(300).hex()}  # does not compress
+        return spans
+
+    batch = [ResourceSpans({}, [s for t in range(8) for s in trace(t)])]
+    assert len(build_span_documents("p", batch, **KW)) == 1
+    monkeypatch.setattr(records, "MAX_SPANS_BLOB_BYTES", 3_000)  # traces of ~1 KB: 2 fit, not 4
+    docs = build_span_documents("p", batch, **KW)
+    assert len(docs) == 4
+    assert all(len(d["spans_blob"]) <= 3_000 for d in docs)
+    # Every trace whole in exactly one document; all 24 spans kept; stable ids on a resend.
+    assert sorted(t for d in docs for t in d["trace_ids"]) == [f"{t + 1:032x}" for t in range(8)]
+    assert sum(d["span_count"] for d in docs) == 24
+    assert [d["_id"] for d in build_span_documents("p", batch, **KW)] == [d["_id"] for d in docs]
+    assert len({d["_id"] for d in docs}) == 4
