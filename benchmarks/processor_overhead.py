@@ -224,12 +224,8 @@ def fixed_costs() -> dict[str, float]:
     from opentelemetry.trace import SpanKind
 
     from otel_pyinstrument_processor import PyinstrumentSpanProcessor
-    from otel_pyinstrument_processor.calltree import (
-        PruneOptions,
-        build_call_tree,
-        prune,
-        tree_from_frame_records,
-    )
+    from otel_pyinstrument_processor.pruning import PruneOptions, prune
+    from otel_pyinstrument_processor.tree_builder import build_call_tree, tree_from_frame_records
     from otel_pyinstrument_processor.wire import encode_profile
 
     def per_call(fn: Callable[[], Any], n: int, repeats: int = 5) -> float:

@@ -8,7 +8,7 @@ first profiled span (never at import) and again in a forked child, that every ``
 seconds reads :func:`sys._current_frames` for the threads that currently serve a profiled
 request and appends ``(stack, elapsed)`` to that request's samples. Stacks are lists of
 pyinstrument-style frame identifiers (``function\\x00file\\x00first_line``, plus the class
-name as pyinstrument's ``\\x01c`` attribute), so :func:`calltree.tree_from_frame_records`
+name as pyinstrument's ``\\x01c`` attribute), so :func:`tree_builder.tree_from_frame_records`
 builds and prunes them unchanged. ``elapsed`` is wall-clock time since the request's previous
 sample, so time spent waiting on I/O shows, as with pyinstrument.
 

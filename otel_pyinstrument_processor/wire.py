@@ -14,13 +14,8 @@ import re
 import zlib
 from typing import Any, NamedTuple
 
-from otel_pyinstrument_processor.calltree import (
-    CallTreeNode,
-    PruneOptions,
-    copy_tree,
-    fold_small_frames,
-    limit_depth,
-)
+from otel_pyinstrument_processor.calltree import CallTreeNode, copy_tree
+from otel_pyinstrument_processor.pruning import PruneOptions, fold_small_frames, limit_depth
 
 WIRE_VERSION = 1
 """Version of the payload layout; also the ``v`` field inside the payload."""

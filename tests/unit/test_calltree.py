@@ -1,4 +1,4 @@
-"""Building, pruning and walking call trees (otel_pyinstrument_processor.calltree)."""
+"""Building, pruning and walking call trees (calltree, tree_builder and pruning modules)."""
 
 from __future__ import annotations
 
@@ -11,20 +11,16 @@ import pytest
 from pyinstrument import Profiler
 
 from otel_pyinstrument_processor import calltree
-from otel_pyinstrument_processor.calltree import (
-    CallTreeNode,
+from otel_pyinstrument_processor.calltree import CallTreeNode, copy_tree, flatten, iter_nodes
+from otel_pyinstrument_processor.pruning import (
     PruneOptions,
-    build_call_tree,
     collapse_library_frames,
-    copy_tree,
-    flatten,
     fold_small_frames,
-    iter_nodes,
     limit_depth,
     prune,
     remove_profiler_frames,
-    tree_from_frame_records,
 )
+from otel_pyinstrument_processor.tree_builder import build_call_tree, tree_from_frame_records
 
 THREAD = "MainThread\x00<thread>\x00140000"
 MAIN = "main\x00/app/main.py\x001"
