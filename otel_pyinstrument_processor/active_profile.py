@@ -25,7 +25,7 @@ from pyinstrument.stack_sampler import timing_overhead
 
 from otel_pyinstrument_processor.request_metrics import RequestMetrics
 from otel_pyinstrument_processor.request_profile import BoundedProfiler, ProfileMarker
-from otel_pyinstrument_processor.stack_sampler import SampledRequest, shared_sampler
+from otel_pyinstrument_processor.stack_sampler import SampledRequest, StackSampler, shared_sampler
 
 _logger = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ class ActiveProfile:
         "cpu_start",
         "discard",
         "finished",
-        "lock",
         "marker",
         "metrics",
         "previous_end",
@@ -64,8 +63,7 @@ class ActiveProfile:
         self.metrics = metrics
         self.thread_id = marker.thread_id
         self.cpu_start = time.thread_time()
-        self.lock = threading.Lock()
-        self.finished = False
+        self.finished = False  # set under the processor's lock
         self.discard = False  # set by shutdown: stop the profiler, attach nothing
         self.previous_end: Any = None
         self.marker = marker
@@ -105,6 +103,7 @@ class ProfileModes:
         self.max_duration = max_duration or None
         self._use_timing_thread = use_timing_thread
         self._sampler_used = False
+        self._shared_sampler: StackSampler | None = None
         self._sys_prefixes: tuple[str, ...] | None = None
         self._lock = threading.Lock()
         # Profilers whose span ended on another thread: pyinstrument can only stop a
@@ -125,7 +124,7 @@ class ProfileModes:
         state = ActiveProfile(span, metrics, marker)
         if self.mode == "sampler" and not in_event_loop:
             self._sampler_used = True
-            state.sampled = shared_sampler().begin(
+            state.sampled = self._sampler().begin(
                 self, self.sampler_interval, caller, self.max_duration
             )
             return state
@@ -150,7 +149,7 @@ class ProfileModes:
         sampled = state.sampled
         if sampled is not None:
             # The sampler's records can be taken from any thread.
-            records = shared_sampler().end(sampled)
+            records = self._sampler().end(sampled)
             cpu_time = time.thread_time() - state.cpu_start if on_thread else None
             return StoppedProfile(
                 records,
@@ -198,7 +197,15 @@ class ProfileModes:
         """Give up the shared sampling thread (it stops when no processor uses it)."""
         if self._sampler_used:
             self._sampler_used = False
-            shared_sampler().release(self)
+            self._sampler().release(self)
+
+    def _sampler(self) -> StackSampler:
+        # The process's sampler, kept here: shared_sampler() takes a lock per call. (The
+        # object survives fork; its thread and state are reset in the child.)
+        sampler = self._shared_sampler
+        if sampler is None:
+            sampler = self._shared_sampler = shared_sampler()
+        return sampler
 
     def _timing_thread(self) -> bool:
         if self._use_timing_thread is None:

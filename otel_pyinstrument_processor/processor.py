@@ -9,7 +9,6 @@ so every downstream processor and exporter sees them.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
@@ -299,15 +298,14 @@ class PyinstrumentSpanProcessor(SpanProcessor):
 
     def _span_ending(self, state: ActiveProfile) -> None:
         """Stop the profile and attach the results to the span; never raises."""
-        with state.lock:
+        with self._lock:
             if state.finished:
                 return
             state.finished = True
             state.marker.active = False
+            self._active.discard(state)
         try:
             restore_end(state.span, state.previous_end)
-            with self._lock:
-                self._active.discard(state)
             self._reset_context(state)
             if self._modes.has_orphans:
                 self._modes.reap_orphans()
@@ -338,7 +336,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             stopped,
             state.metrics,
             state.marker.worker_records,
-            attribute_cap(state.span, self._max_profile_bytes),
+            lambda: attribute_cap(state.span, self._max_profile_bytes),
         )
 
     def _attach(self, span: Span, attributes: dict[str, Any]) -> None:
@@ -357,9 +355,11 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         token, state.token = state.token, None
         if token is None:
             return
-        # Ended in another context: the marker stays there but reads as finished.
-        with contextlib.suppress(ValueError, RuntimeError):
+        # contextlib.suppress would cost ~1 µs a request here.
+        try:  # noqa: SIM105
             current_profile.reset(token)
+        except (ValueError, RuntimeError):
+            pass  # ended in another context: the marker stays there but reads as finished
 
     def _error(self, kind: str, message: str) -> None:
         self._stats.increment("errors")

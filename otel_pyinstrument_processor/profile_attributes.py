@@ -8,18 +8,28 @@ counted and logged, and the other attributes are still returned.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from otel_pyinstrument_processor import attributes as attrs
 from otel_pyinstrument_processor.active_profile import StoppedProfile
 from otel_pyinstrument_processor.processor_stats import ProcessorStats, RateLimitedLog
-from otel_pyinstrument_processor.pruning import PruneOptions, prune
+from otel_pyinstrument_processor.pruning import (
+    DEFAULT_STEPS,
+    PruneOptions,
+    fold_small_frames,
+    prune,
+)
 from otel_pyinstrument_processor.request_metrics import RequestMetrics
 from otel_pyinstrument_processor.request_profile import merge_worker_records
 from otel_pyinstrument_processor.tree_builder import tree_from_frame_records
 from otel_pyinstrument_processor.wire import ProfileTooLargeError, encode_profile
 
 _logger = logging.getLogger(__name__)
+
+# The builder already folded subtrees under min_share (tree_from_frame_records), and the
+# other steps only ever merge time upwards, so folding again would find nothing.
+_STEPS_AFTER_BUILD = tuple(step for step in DEFAULT_STEPS if step is not fold_small_frames)
 
 
 class ProfileAttributes:
@@ -48,10 +58,11 @@ class ProfileAttributes:
         profile: StoppedProfile,
         metrics: RequestMetrics,
         worker_records: list[tuple[list[str], float]],
-        max_bytes: int,
+        max_bytes: Callable[[], int],
     ) -> dict[str, Any]:
         """The span attributes for ``profile``: sample count, interval, duration, CPU time,
-        the request metrics, and the encoded tree (at most ``max_bytes`` characters)."""
+        the request metrics, and the encoded tree (at most ``max_bytes()`` characters,
+        asked only when there is a tree to encode)."""
         attributes: dict[str, Any] = {
             attrs.PROFILE_SAMPLE_COUNT: len(profile.records),
             attrs.PROFILE_INTERVAL: profile.interval,
@@ -80,7 +91,9 @@ class ProfileAttributes:
                 self._stats.increment("profiles_empty")
                 return attributes
             options = self._options(profile.library_prefixes)
-            encoded = encode_profile(prune(tree, options), max_bytes=max_bytes)
+            encoded = encode_profile(
+                prune(tree, options, _STEPS_AFTER_BUILD), max_bytes=max_bytes()
+            )
         except ProfileTooLargeError as exc:
             self._stats.increment("profiles_dropped_oversize")
             self._log.warning("oversize", "pystrument: profile dropped: %s", exc)

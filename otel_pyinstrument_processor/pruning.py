@@ -57,12 +57,12 @@ def remove_profiler_frames(tree: CallTreeNode, options: PruneOptions) -> CallTre
     the request's total is unchanged. OpenTelemetry frames that lead back into application
     code (e.g. the WSGI middleware) stay.
     """
-    paths = _paths_for(options)
+    glue_files = _paths_for(options).glue
     parents_first = _parents_first(tree)
     plumbing: set[int] = set()  # id() of nodes whose subtree is all glue and reaches profiler
     verdicts: dict[int, tuple[bool, bool]] = {}  # id(node) -> (all glue, reaches profiler)
     for node in reversed(parents_first):
-        glue, profiler = paths.glue_verdict(node.file)
+        glue, profiler = glue_files[node.file]
         for child in node.children:
             child_glue, child_profiler = verdicts[id(child)]
             glue = glue and child_glue
@@ -87,21 +87,21 @@ def collapse_library_frames(tree: CallTreeNode, options: PruneOptions) -> CallTr
     (``options.library_self_share``) are kept. A removed frame's children move up to its
     parent (merged with same-function siblings) and its self time goes to the parent.
     """
-    paths = _paths_for(options)
+    library = _paths_for(options).library
     significant = options.library_self_share * tree.total_time
 
     def removable(node: CallTreeNode) -> bool:
-        return (
-            bool(node.children)
-            and paths.is_library(node.file)
-            and all(paths.is_library(child.file) for child in node.children)
-            and not (significant > 0 and node.self_time >= significant)
-        )
+        children = node.children
+        if not children or not library[node.file]:
+            return False
+        if significant > 0 and node.self_time >= significant:
+            return False
+        return all(library[child.file] for child in children)
 
     stack = [tree]
     while stack:
         node = stack.pop()
-        if paths.is_library(node.file) and any(removable(c) for c in node.children):
+        if library[node.file] and any(removable(c) for c in node.children):
             # Expand removable children down to the first frames that stay, in order.
             kept: list[CallTreeNode] = []
             pending = list(reversed(node.children))
@@ -180,45 +180,66 @@ def _parents_first(tree: CallTreeNode) -> list[CallTreeNode]:
     return order
 
 
-@functools.lru_cache(maxsize=16)
+_PATHS_BY_ID: dict[int, tuple[PruneOptions, _Paths]] = {}
+
+
 def _paths_for(options: PruneOptions) -> _Paths:
-    # A processor prunes every tree with the same options: keep the file verdicts.
+    # A processor prunes every tree with the same options object: keep the file verdicts,
+    # found by identity first (hashing the options' tuples costs ~1 µs a step), then by
+    # equality for callers that make equal options each time.
+    entry = _PATHS_BY_ID.get(id(options))
+    if entry is None or entry[0] is not options:
+        if len(_PATHS_BY_ID) >= 16:
+            _PATHS_BY_ID.clear()
+        entry = _PATHS_BY_ID[id(options)] = (options, _equal_paths_for(options))
+    return entry[1]
+
+
+@functools.lru_cache(maxsize=16)
+def _equal_paths_for(options: PruneOptions) -> _Paths:
     return _Paths(options)
 
 
 class _Paths:
-    """Classifies file paths under one set of options, caching per file (bounded)."""
+    """Classifies file paths under one set of options; each verdict is a dict lookup after
+    the first (bounded caches)."""
 
     def __init__(self, options: PruneOptions) -> None:
-        self._options = options
-        self._library: dict[str, bool] = {}
-        self._glue: dict[str, tuple[bool, bool]] = {}
+        self.library = _LibraryFiles(options)
+        """file -> True when it is library code."""
+        self.glue = _GlueFiles(options)
+        """file -> (is glue, is profiler code)."""
 
-    def glue_verdict(self, file: str) -> tuple[bool, bool]:
-        """(is glue, is profiler code) for a file."""
-        verdict = self._glue.get(file)
-        if verdict is None:
-            if len(self._glue) >= _MAX_CACHED_FILES:
-                self._glue.clear()
-            profiler = file.startswith(self._options.profiler_paths)
-            glue = profiler or any(part in file for part in self._options.glue_fragments)
-            verdict = self._glue[file] = (glue, profiler)
-        return verdict
 
-    def is_library(self, file: str) -> bool:
-        verdict = self._library.get(file)
-        if verdict is None:
-            if len(self._library) >= _MAX_CACHED_FILES:
-                self._library.clear()
-            verdict = self._library[file] = self._classify_library(file)
-        return verdict
+class _LibraryFiles(dict[str, bool]):
+    def __init__(self, options: PruneOptions) -> None:
+        super().__init__()
+        self._prefixes = tuple(prefix for prefix in options.library_prefixes if prefix)
 
-    def _classify_library(self, file: str) -> bool:
+    def __missing__(self, file: str) -> bool:
+        if len(self) >= _MAX_CACHED_FILES:
+            self.clear()
         if file.startswith("<"):
             # <built-in>, <frozen ...>, <thread>; code typed at a prompt counts as the app's.
-            return not (file in ("<string>", "<stdin>") or file.startswith("<ipython-input-"))
-        prefixes = tuple(prefix for prefix in self._options.library_prefixes if prefix)
-        return file.startswith(prefixes)
+            verdict = not (file in ("<string>", "<stdin>") or file.startswith("<ipython-input-"))
+        else:
+            verdict = file.startswith(self._prefixes)
+        self[file] = verdict
+        return verdict
+
+
+class _GlueFiles(dict[str, tuple[bool, bool]]):
+    def __init__(self, options: PruneOptions) -> None:
+        super().__init__()
+        self._options = options
+
+    def __missing__(self, file: str) -> tuple[bool, bool]:
+        if len(self) >= _MAX_CACHED_FILES:
+            self.clear()
+        profiler = file.startswith(self._options.profiler_paths)
+        glue = profiler or any(part in file for part in self._options.glue_fragments)
+        verdict = self[file] = (glue, profiler)
+        return verdict
 
 
 def _add_children(parent: CallTreeNode, children: Iterable[CallTreeNode]) -> None:

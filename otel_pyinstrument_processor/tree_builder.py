@@ -20,7 +20,7 @@ class _Builder:
     def __init__(self, identifier: str) -> None:
         self.identifier = identifier
         self.children: dict[str, _Builder] = {}
-        self.class_time: dict[str, float] = {}
+        self.class_time: dict[str, float] | None = None  # made for methods only
         self.total = 0.0
         self.self_time = 0.0
         self.samples = 0
@@ -115,9 +115,9 @@ def _aggregate(
                 low = middle
             else:
                 high = middle - 1
-        for index in range(len(path_nodes) - 1, low - 1, -1):
-            _leave(path_nodes[index], path_enter[index], elapsed_sum, count)
-        del path_nodes[low:], path_infos[low:], path_enter[low:]
+        if low < len(path_nodes):
+            _leave(path_nodes, path_enter, low, elapsed_sum, count)
+            del path_nodes[low:], path_infos[low:], path_enter[low:]
         node = path_nodes[-1] if path_nodes else base
         for frame_info in stack[low:]:
             info = parsed.get(frame_info)
@@ -134,21 +134,32 @@ def _aggregate(
         node.self_time += elapsed
         elapsed_sum += elapsed
         count += 1
-    for index in range(len(path_nodes) - 1, -1, -1):
-        _leave(path_nodes[index], path_enter[index], elapsed_sum, count)
+    _leave(path_nodes, path_enter, 0, elapsed_sum, count)
     base.total += elapsed_sum
     base.samples += count
 
 
 def _leave(
-    node: _Builder, entered: tuple[float, int, str | None], elapsed_sum: float, count: int
+    path_nodes: list[_Builder],
+    path_enter: list[tuple[float, int, str | None]],
+    low: int,
+    elapsed_sum: float,
+    count: int,
 ) -> None:
-    elapsed_then, count_then, class_name = entered
-    spent = elapsed_sum - elapsed_then
-    node.total += spent
-    node.samples += count - count_then
-    if class_name is not None:
-        node.class_time[class_name] = node.class_time.get(class_name, 0.0) + spent
+    """The nodes of the path from ``low`` down leave it: add what they saw since they
+    entered (deepest first, as they return)."""
+    for index in range(len(path_nodes) - 1, low - 1, -1):
+        node = path_nodes[index]
+        elapsed_then, count_then, class_name = path_enter[index]
+        spent = elapsed_sum - elapsed_then
+        node.total += spent
+        node.samples += count - count_then
+        if class_name is not None:
+            class_time = node.class_time
+            if class_time is None:
+                node.class_time = {class_name: spent}
+            else:
+                class_time[class_name] = class_time.get(class_name, 0.0) + spent
 
 
 # Frame info strings recur across requests (same code, same lines): parse each once per
@@ -224,14 +235,7 @@ def _node_from_builder(builder: _Builder) -> CallTreeNode:
         else:
             class_name = max(class_time, key=class_time.__getitem__)
         function = f"{class_name}.{function}"
-    return CallTreeNode(
-        function=function,
-        file=file,
-        line=line,
-        total_time=builder.total,
-        self_time=builder.self_time,
-        sample_count=builder.samples,
-    )
+    return CallTreeNode(function, file, line, builder.total, builder.self_time, builder.samples, [])
 
 
 def _split_identifier(identifier: str) -> tuple[str, str, int]:
