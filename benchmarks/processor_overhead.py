@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -244,9 +245,11 @@ def fixed_costs() -> dict[str, float]:
     from opentelemetry.trace import SpanKind
 
     from otel_pyinstrument_processor import PyinstrumentSpanProcessor
-    from otel_pyinstrument_processor.pruning import PruneOptions, prune
-    from otel_pyinstrument_processor.tree_builder import build_call_tree, tree_from_frame_records
-    from otel_pyinstrument_processor.wire import encode_profile
+    from otel_pyinstrument_processor.active_profile import StoppedProfile
+    from otel_pyinstrument_processor.processor_stats import ProcessorStats, RateLimitedLog
+    from otel_pyinstrument_processor.profile_attributes import ProfileAttributes
+    from otel_pyinstrument_processor.request_metrics import RequestMetrics
+    from otel_pyinstrument_processor.wire import DEFAULT_MAX_BYTES
 
     def per_call(fn: Callable[[], Any], n: int, repeats: int = 5) -> float:
         # CPU time of this (the request's) thread: on a shared machine wall time mostly
@@ -342,12 +345,30 @@ def fixed_costs() -> dict[str, float]:
     profiler.start()
     mixed_app_like_work()
     session = profiler.stop()
-    options = PruneOptions(library_prefixes=tuple(session.sys_prefixes))
+    # The processor's own path from a stopped profile to the attributes (tree build with
+    # folding, pruning, encoding), as profile_attributes.ProfileAttributes runs it.
+    turn_into_attributes = ProfileAttributes(
+        min_share=0.005,
+        slow_threshold=0.0,
+        track_memory=False,
+        stats=ProcessorStats(),
+        log=RateLimitedLog(logging.getLogger("bench")),
+    )
+    metrics = RequestMetrics(track_memory=False)
 
-    def encode_session() -> None:
-        tree = build_call_tree(session)
-        assert tree is not None
-        encode_profile(prune(tree, options))
+    def encode_stopped(stopped: StoppedProfile) -> Callable[[], None]:
+        def encode() -> None:
+            attributes = turn_into_attributes.of(stopped, metrics, [], lambda: DEFAULT_MAX_BYTES)
+            assert "pystrument.profile.tree" in attributes
+
+        return encode
+
+    prefixes = tuple(session.sys_prefixes)
+    encode_session = encode_stopped(
+        StoppedProfile(
+            session.frame_records, session.start_call_stack, 0.05, 0.001, False, prefixes, None
+        )
+    )
 
     results["session_samples"] = float(len(session.frame_records))
     results["build_prune_encode_us"] = per_call(encode_session, 200) * 1e6
@@ -360,15 +381,19 @@ def fixed_costs() -> dict[str, float]:
     mixed_app_like_work()
     records = shared_sampler().end(request)
     shared_sampler().release(owner)
-    prefixes = tuple(session.sys_prefixes)
-
-    def encode_sampled() -> None:
-        tree = tree_from_frame_records(records, request.start_call_stack, 0.005)
-        assert tree is not None
-        encode_profile(prune(tree, PruneOptions(library_prefixes=prefixes)))
+    encode_sampled = encode_stopped(
+        StoppedProfile(records, request.start_call_stack, 0.05, 0.01, False, prefixes, None)
+    )
 
     results["sampler_samples"] = float(len(records))
     results["sampler_build_prune_encode_us"] = per_call(encode_sampled, 200) * 1e6
+    # Back to back (hot caches): a tree-carrying request's fixed cost in each mode.
+    results["sampler_tree_hot_us"] = (
+        results["sampler_fixed_us"] + results["sampler_build_prune_encode_us"]
+    )
+    results["profiled_tree_hot_us"] = (
+        results["profiled_fixed_us"] + results["build_prune_encode_us"]
+    )
     return results
 
 
@@ -428,15 +453,16 @@ def print_increments(
 ) -> None:
     """Each profiler's CPU per request over its own tracing baseline, side by side.
 
-    ``best``: best round of each against best round of its baseline. ``rounds``: the same
-    ratio within each round (the pair ran back to back), lowest and highest. The A/A row
-    (OTel only against itself) is this run's noise: increments within its range are ties.
+    ``best``: best round of each against best round of its baseline. ``median`` and
+    ``range``: the same ratio within each round (both ran in that round), median, lowest
+    and highest. The A/A row (OTel only against itself) is this run's noise: increments
+    within its range are ties.
     """
     rows = [v for v in variants if v in PROFILER_BASELINES and (v, endpoint) in best]
     if not rows:
         return
     print(f"\n{endpoint}  profiler CPU per request over its own tracing (lower is better)")
-    print(f"{'profiler':<18}{'over':<15}{'best':>9}{'rounds':>20}")
+    print(f"{'profiler':<18}{'over':<15}{'best':>9}{'median':>9}{'range':>20}")
     for variant in rows:
         baseline = PROFILER_BASELINES[variant]
         if (baseline, endpoint) not in best:
@@ -450,8 +476,9 @@ def print_increments(
             )
         ]
         spread = f"{min(paired):+.1%} .. {max(paired):+.1%}"
+        median = sorted(paired)[len(paired) // 2]
         label = f"{variant} (A/A)" if variant == "otel_again" else variant
-        print(f"{label:<18}{baseline:<15}{overall:>+9.1%}{spread:>20}")
+        print(f"{label:<18}{baseline:<15}{overall:>+9.1%}{median:>+9.1%}{spread:>20}")
 
 
 # -- main -------------------------------------------------------------------------------
@@ -487,10 +514,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     failures: dict[str, str] = {}
-    for _round in range(args.rounds):
+    for round_index in range(args.rounds):
+        # Each round starts one variant further on: a variant's place in the sequence
+        # (e.g. first after a switch of endpoint) otherwise biases it in every round.
+        shift = round_index % max(1, len(variants))
+        ordered = variants[shift:] + variants[:shift]
         for endpoint, count in ENDPOINTS.items():
             count = max(10, count // 3) if args.quick else count
-            for variant in variants:
+            for variant in ordered:
                 if variant in failures:
                     continue
                 result = run_variant(variant, endpoint, count)
