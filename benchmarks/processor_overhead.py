@@ -249,6 +249,7 @@ def fixed_costs() -> dict[str, float]:
     from otel_pyinstrument_processor.processor_stats import ProcessorStats, RateLimitedLog
     from otel_pyinstrument_processor.profile_attributes import ProfileAttributes
     from otel_pyinstrument_processor.request_metrics import RequestMetrics
+    from otel_pyinstrument_processor.tree_builder import StackAggregator
     from otel_pyinstrument_processor.wire import DEFAULT_MAX_BYTES
 
     def per_call(fn: Callable[[], Any], n: int, repeats: int = 5) -> float:
@@ -381,8 +382,18 @@ def fixed_costs() -> dict[str, float]:
     mixed_app_like_work()
     records = shared_sampler().end(request)
     shared_sampler().release(owner)
+    # As in the processor: the sampling thread aggregated the samples as it took them
+    # (timed apart: sampler_thread_aggregate_us), the request's thread finishes the tree,
+    # prunes and encodes it.
+    aggregator = StackAggregator()
+    aggregator.add_all(records)
     encode_sampled = encode_stopped(
-        StoppedProfile(records, request.start_call_stack, 0.05, 0.01, False, prefixes, None)
+        StoppedProfile(
+            records, request.start_call_stack, 0.05, 0.01, False, prefixes, None, aggregator
+        )
+    )
+    results["sampler_thread_aggregate_us"] = (
+        per_call(lambda: StackAggregator().add_all(records), 200) * 1e6
     )
 
     results["sampler_samples"] = float(len(records))

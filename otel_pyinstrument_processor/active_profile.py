@@ -26,6 +26,7 @@ from pyinstrument.stack_sampler import timing_overhead
 from otel_pyinstrument_processor.request_metrics import RequestMetrics
 from otel_pyinstrument_processor.request_profile import BoundedProfiler, ProfileMarker
 from otel_pyinstrument_processor.stack_sampler import SampledRequest, StackSampler, shared_sampler
+from otel_pyinstrument_processor.tree_builder import StackAggregator
 
 _logger = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ class StoppedProfile(NamedTuple):
     library_prefixes: tuple[str, ...]
     cpu_time: float | None
     """CPU seconds of the request's thread, when it was stopped on that thread."""
+    aggregator: StackAggregator | None = None
+    """The records already aggregated (the first ``aggregator.samples`` of them), in
+    sampler mode."""
 
 
 class ProfileModes:
@@ -96,8 +100,10 @@ class ProfileModes:
         sampler_interval: float,
         max_duration: float | None,
         use_timing_thread: bool | None,
+        slow_threshold: float = 0.0,
     ) -> None:
         self.mode = mode
+        self.slow_threshold = slow_threshold
         self.interval = interval
         self.sampler_interval = sampler_interval
         self.max_duration = max_duration or None
@@ -125,7 +131,7 @@ class ProfileModes:
         if self.mode == "sampler" and not in_event_loop:
             self._sampler_used = True
             state.sampled = self._sampler().begin(
-                self, self.sampler_interval, caller, self.max_duration
+                self, self.sampler_interval, caller, self.max_duration, self.slow_threshold
             )
             return state
         profiler = BoundedProfiler(
@@ -159,6 +165,7 @@ class ProfileModes:
                 sampled.stopped_early,
                 self._library_prefixes(),
                 cpu_time,
+                sampled.aggregator,
             )
         profiler = state.profiler
         if profiler is None:

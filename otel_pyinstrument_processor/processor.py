@@ -133,6 +133,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             sampler_interval=float(sampler_interval),
             max_duration=max_trace_duration,
             use_timing_thread=use_timing_thread,
+            slow_threshold=self._slow_threshold,
         )
         # span_id of a child span -> the metrics of the profiled entry span it belongs to.
         self._children: dict[int, RequestMetrics] = {}

@@ -22,7 +22,10 @@ from otel_pyinstrument_processor.pruning import (
 )
 from otel_pyinstrument_processor.request_metrics import RequestMetrics
 from otel_pyinstrument_processor.request_profile import merge_worker_records
-from otel_pyinstrument_processor.tree_builder import tree_from_frame_records
+from otel_pyinstrument_processor.tree_builder import (
+    tree_from_aggregator,
+    tree_from_frame_records,
+)
 from otel_pyinstrument_processor.wire import ProfileTooLargeError, encode_profile
 
 _logger = logging.getLogger(__name__)
@@ -84,9 +87,16 @@ class ProfileAttributes:
             self._stats.increment("profiles_empty")
             return attributes
         try:
-            if worker_records:
-                records = merge_worker_records(records, worker_records)
-            tree = tree_from_frame_records(records, profile.start_call_stack, self._min_share)
+            aggregator = profile.aggregator
+            if aggregator is not None and not worker_records:
+                # The sampling thread aggregated as it sampled: finish what it had not.
+                if aggregator.samples < len(records):
+                    aggregator.add_all(records[aggregator.samples :])
+                tree = tree_from_aggregator(aggregator, profile.start_call_stack, self._min_share)
+            else:
+                if worker_records:
+                    records = merge_worker_records(records, worker_records)
+                tree = tree_from_frame_records(records, profile.start_call_stack, self._min_share)
             if tree is None:
                 self._stats.increment("profiles_empty")
                 return attributes

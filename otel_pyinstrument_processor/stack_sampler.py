@@ -30,6 +30,8 @@ import types
 
 from pyinstrument.frame_info import ATTRIBUTE_MARKER_CLASS_NAME, ATTRIBUTES_SEP, IDENTIFIER_SEP
 
+from otel_pyinstrument_processor.tree_builder import StackAggregator
+
 _logger = logging.getLogger(__name__)
 
 _MAX_CACHED_CODES = 20_000
@@ -42,6 +44,8 @@ class SampledRequest:
     """The samples of one request's thread, filled by the sampling thread."""
 
     __slots__ = (
+        "aggregate_from",
+        "aggregator",
         "anchor",
         "deadline",
         "last",
@@ -59,6 +63,7 @@ class SampledRequest:
         thread_id: int,
         caller: types.FrameType | None,
         max_duration: float | None,
+        aggregate_after: float | None = None,
     ) -> None:
         self.thread_id = thread_id
         # The code of the frame that started the profile and of its first callers (deepest
@@ -77,6 +82,11 @@ class SampledRequest:
         self.deadline = None if max_duration is None else self.started + max_duration
         self.records: list[tuple[list[str], float]] = []
         self.stopped_early = False
+        # The sampling thread also aggregates the samples into a tree as it takes them, once
+        # the request has run `aggregate_after` seconds (keep-if-slow drops faster ones'
+        # trees unbuilt), so the request's thread only finishes the tree.
+        self.aggregator = StackAggregator() if aggregate_after is not None else None
+        self.aggregate_from = self.started + (aggregate_after or 0.0)
 
     @property
     def duration(self) -> float:
@@ -121,12 +131,15 @@ class StackSampler:
         interval: float,
         caller: types.FrameType | None,
         max_duration: float | None = None,
+        aggregate_after: float | None = None,
     ) -> SampledRequest:
         """Start sampling the calling thread for ``user`` (a processor) every ``interval``
         seconds (the thread uses the smallest interval of its users); ``caller`` is the
         frame that starts the profile (its stack is the tree's stem). A request already
-        sampled on this thread is replaced."""
-        request = SampledRequest(threading.get_ident(), caller, max_duration)
+        sampled on this thread is replaced. With ``aggregate_after`` (seconds), the samples
+        are also aggregated into :attr:`SampledRequest.aggregator` from that age of the
+        request on."""
+        request = SampledRequest(threading.get_ident(), caller, max_duration, aggregate_after)
         with self._lock:
             if self._users.get(id(user)) != interval:
                 self._users[id(user)] = interval
@@ -202,8 +215,12 @@ class StackSampler:
                 if request.deadline is not None and now > request.deadline:
                     request.stopped_early = True
                     continue
-                request.records.append((self._stack(frame, request), now - request.last))
+                records = request.records
+                records.append((self._stack(frame, request), now - request.last))
                 request.last = now
+                aggregator = request.aggregator
+                if aggregator is not None and now >= request.aggregate_from:
+                    aggregator.add_all(records[aggregator.samples :])
 
     def _stack(self, frame: types.FrameType | None, request: SampledRequest) -> list[str]:
         stack: list[str] = []

@@ -66,7 +66,9 @@ def tree_from_frame_records(
             link = _Builder(identifier)
             top_of_stem.children[identifier] = link
             top_of_stem = link
-    _aggregate(frame_records, top_of_stem, skip)
+    aggregator = StackAggregator(top_of_stem)
+    aggregator.add_all(frame_records, skip)
+    aggregator.finish()
     if stem:
         # The skipped stem is a single-child chain holding every sample.
         stem_node = root
@@ -74,6 +76,22 @@ def tree_from_frame_records(
             stem_node = next(iter(stem_node.children.values()))
             stem_node.total, stem_node.samples = top_of_stem.total, top_of_stem.samples
         root.total, root.samples = top_of_stem.total, top_of_stem.samples
+    return _tree_from_root(root, start_call_stack, min_share)
+
+
+def tree_from_aggregator(
+    aggregator: StackAggregator,
+    start_call_stack: Sequence[str] = (),
+    min_share: float = 0.0,
+) -> CallTreeNode | None:
+    """The tree of the stacks ``aggregator`` was given (it is finished here); the same tree
+    :func:`tree_from_frame_records` builds from the same stacks."""
+    return _tree_from_root(aggregator.finish(), start_call_stack, min_share)
+
+
+def _tree_from_root(
+    root: _Builder, start_call_stack: Sequence[str], min_share: float
+) -> CallTreeNode | None:
     if root.samples == 0:
         return None
     top = root
@@ -83,60 +101,90 @@ def tree_from_frame_records(
     return _to_nodes(top, min_share * top.total)
 
 
-def _aggregate(
-    frame_records: Sequence[tuple[Sequence[str], float]], base: _Builder, skip: int
-) -> None:
-    """Add the samples under ``base`` (each stack minus its first ``skip`` frames).
+class StackAggregator:
+    """Adds sampled stacks to a tree of builders, a batch at a time, so that a sampling
+    thread can aggregate a request's samples as it takes them.
 
     Consecutive samples mostly share a long prefix of their stacks. Only the frames past
     the shared prefix are walked; a node on the current path accumulates its time, sample
     count and class time when it leaves the path, as the difference of running sums since
     it entered (exact, and the cost per sample is the part of the stack that changed).
+    Not thread-safe: one writer, then :meth:`finish`.
     """
-    path_nodes: list[_Builder] = []
-    path_infos: list[str] = []
-    path_enter: list[tuple[float, int, str | None]] = []
-    elapsed_sum = 0.0
-    count = 0
-    parsed = _PARSED
-    for stack, elapsed in frame_records:
-        if type(stack) is not list:
-            stack = list(stack)
-        if skip:
-            stack = stack[skip:]
-        # Longest common prefix with the previous stack: binary search on C-level slice
-        # comparisons (the strings are mostly the very same objects).
-        low, high = 0, min(len(stack), len(path_infos))
-        if stack[:high] == path_infos[:high]:
-            low = high
-        while low < high:
-            middle = (low + high + 1) // 2
-            if stack[:middle] == path_infos[:middle]:
-                low = middle
-            else:
-                high = middle - 1
-        if low < len(path_nodes):
-            _leave(path_nodes, path_enter, low, elapsed_sum, count)
-            del path_nodes[low:], path_infos[low:], path_enter[low:]
-        node = path_nodes[-1] if path_nodes else base
-        for frame_info in stack[low:]:
-            info = parsed.get(frame_info)
-            if info is None:
-                info = _parsed_frame_info(frame_info)
-            identifier, class_name = info
-            child = node.children.get(identifier)
-            if child is None:
-                child = node.children[identifier] = _Builder(identifier)
-            path_nodes.append(child)
-            path_infos.append(frame_info)
-            path_enter.append((elapsed_sum, count, class_name))
-            node = child
-        node.self_time += elapsed
-        elapsed_sum += elapsed
-        count += 1
-    _leave(path_nodes, path_enter, 0, elapsed_sum, count)
-    base.total += elapsed_sum
-    base.samples += count
+
+    __slots__ = ("_base", "_count", "_elapsed_sum", "_path_enter", "_path_infos", "_path_nodes")
+
+    def __init__(self, base: _Builder | None = None) -> None:
+        self._base = base if base is not None else _Builder("")
+        self._path_nodes: list[_Builder] = []
+        self._path_infos: list[str] = []
+        self._path_enter: list[tuple[float, int, str | None]] = []
+        self._elapsed_sum = 0.0
+        self._count = 0
+
+    @property
+    def samples(self) -> int:
+        """How many stacks were added so far."""
+        return self._count
+
+    def add_all(self, frame_records: Sequence[tuple[Sequence[str], float]], skip: int = 0) -> None:
+        """Add ``(stack root first, elapsed seconds)`` samples, each minus its first
+        ``skip`` frames."""
+        path_nodes = self._path_nodes
+        path_infos = self._path_infos
+        path_enter = self._path_enter
+        elapsed_sum = self._elapsed_sum
+        count = self._count
+        parsed = _PARSED
+        for stack, elapsed in frame_records:
+            if type(stack) is not list:
+                stack = list(stack)
+            if skip:
+                stack = stack[skip:]
+            # Longest common prefix with the previous stack: binary search on C-level slice
+            # comparisons (the strings are mostly the very same objects).
+            low, high = 0, min(len(stack), len(path_infos))
+            if stack[:high] == path_infos[:high]:
+                low = high
+            while low < high:
+                middle = (low + high + 1) // 2
+                if stack[:middle] == path_infos[:middle]:
+                    low = middle
+                else:
+                    high = middle - 1
+            if low < len(path_nodes):
+                _leave(path_nodes, path_enter, low, elapsed_sum, count)
+                del path_nodes[low:], path_infos[low:], path_enter[low:]
+            node = path_nodes[-1] if path_nodes else self._base
+            for frame_info in stack[low:]:
+                info = parsed.get(frame_info)
+                if info is None:
+                    info = _parsed_frame_info(frame_info)
+                identifier, class_name = info
+                child = node.children.get(identifier)
+                if child is None:
+                    child = node.children[identifier] = _Builder(identifier)
+                path_nodes.append(child)
+                path_infos.append(frame_info)
+                path_enter.append((elapsed_sum, count, class_name))
+                node = child
+            node.self_time += elapsed
+            elapsed_sum += elapsed
+            count += 1
+        self._elapsed_sum = elapsed_sum
+        self._count = count
+
+    def finish(self) -> _Builder:
+        """Close the open path and return the root builder (idempotent)."""
+        base = self._base
+        if self._path_nodes or base.samples != self._count:
+            _leave(self._path_nodes, self._path_enter, 0, self._elapsed_sum, self._count)
+            self._path_nodes.clear()
+            self._path_infos.clear()
+            self._path_enter.clear()
+            base.total = self._elapsed_sum
+            base.samples = self._count
+        return base
 
 
 def _leave(
