@@ -84,9 +84,10 @@ class SampledRequest:
         self.stopped_early = False
         # The sampling thread also aggregates the samples into a tree as it takes them, once
         # the request has run `aggregate_after` seconds (keep-if-slow drops faster ones'
-        # trees unbuilt), so the request's thread only finishes the tree.
-        self.aggregator = StackAggregator() if aggregate_after is not None else None
-        self.aggregate_from = self.started + (aggregate_after or 0.0)
+        # trees unbuilt), so the request's thread only finishes the tree. The aggregator is
+        # made at the first sample: most short requests get none.
+        self.aggregator: StackAggregator | None = None
+        self.aggregate_from = None if aggregate_after is None else self.started + aggregate_after
 
     @property
     def duration(self) -> float:
@@ -218,8 +219,11 @@ class StackSampler:
                 records = request.records
                 records.append((self._stack(frame, request), now - request.last))
                 request.last = now
-                aggregator = request.aggregator
-                if aggregator is not None and now >= request.aggregate_from:
+                aggregate_from = request.aggregate_from
+                if aggregate_from is not None and now >= aggregate_from:
+                    aggregator = request.aggregator
+                    if aggregator is None:
+                        aggregator = request.aggregator = StackAggregator()
                     aggregator.add_all(records[aggregator.samples :])
 
     def _stack(self, frame: types.FrameType | None, request: SampledRequest) -> list[str]:
