@@ -8,24 +8,19 @@ no thread and no profiler.
 from __future__ import annotations
 
 from otel_pyinstrument_processor import attributes
-from otel_pyinstrument_processor.calltree import (
-    CallTreeNode,
-    PruneOptions,
-    build_call_tree,
-    flatten,
-    iter_nodes,
-    prune,
-)
+from otel_pyinstrument_processor.calltree import CallTreeNode, flatten, iter_nodes
 from otel_pyinstrument_processor.config import ConfigError, ProfilerConfig
 from otel_pyinstrument_processor.monitor import monitor_performance, monitor_view
 from otel_pyinstrument_processor.processor import PyinstrumentSpanProcessor
 from otel_pyinstrument_processor.processor_stats import ProcessorStats
+from otel_pyinstrument_processor.pruning import PruneOptions, prune
 from otel_pyinstrument_processor.setup import configure
 from otel_pyinstrument_processor.threadwork import (
     profile_sync_endpoints,
     profile_thread_work,
     thread_profile,
 )
+from otel_pyinstrument_processor.tree_builder import build_call_tree
 from otel_pyinstrument_processor.wire import (
     PROFILE_FORMAT_V1,
     EncodedProfile,

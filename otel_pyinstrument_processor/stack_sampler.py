@@ -8,7 +8,7 @@ first profiled span (never at import) and again in a forked child, that every ``
 seconds reads :func:`sys._current_frames` for the threads that currently serve a profiled
 request and appends ``(stack, elapsed)`` to that request's samples. Stacks are lists of
 pyinstrument-style frame identifiers (``function\\x00file\\x00first_line``, plus the class
-name as pyinstrument's ``\\x01c`` attribute), so :func:`calltree.tree_from_frame_records`
+name as pyinstrument's ``\\x01c`` attribute), so :func:`tree_builder.tree_from_frame_records`
 builds and prunes them unchanged. ``elapsed`` is wall-clock time since the request's previous
 sample, so time spent waiting on I/O shows, as with pyinstrument.
 
@@ -20,6 +20,7 @@ requests keep pyinstrument's strict async mode.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -29,20 +30,26 @@ import types
 
 from pyinstrument.frame_info import ATTRIBUTE_MARKER_CLASS_NAME, ATTRIBUTES_SEP, IDENTIFIER_SEP
 
+from otel_pyinstrument_processor.tree_builder import StackAggregator
+
 _logger = logging.getLogger(__name__)
 
 _MAX_CACHED_CODES = 20_000
 _MAX_STACK_DEPTH = 2_000  # deeper stacks are cut at the request's end of it
 _IDLE_AFTER = 1.0  # seconds without a request before the thread stops ticking
+_PACKAGE_DIR = os.path.dirname(__file__) + os.sep
 
 
 class SampledRequest:
     """The samples of one request's thread, filled by the sampling thread."""
 
     __slots__ = (
-        "caller",
+        "aggregate_from",
+        "aggregator",
+        "anchor",
         "deadline",
         "last",
+        "near_codes",
         "records",
         "start_call_stack",
         "started",
@@ -54,11 +61,15 @@ class SampledRequest:
     def __init__(
         self,
         thread_id: int,
-        caller: list[types.FrameType],
+        caller: types.FrameType | None,
         max_duration: float | None,
+        aggregate_after: float | None = None,
     ) -> None:
         self.thread_id = thread_id
-        self.caller = caller  # the frames of the stem, root first
+        # The code of the frame that started the profile and of its first callers (deepest
+        # first), and the frame above them from which the sampling thread walks the rest
+        # of the stem (see _near_callers).
+        self.near_codes, self.anchor = _near_callers(caller)
         self.start_call_stack: list[str] = []
         """Identifiers of the frame that started the profile and its callers, root first
         (pyinstrument's ``Session.start_call_stack``, used to trim the tree's stem); filled
@@ -71,6 +82,12 @@ class SampledRequest:
         self.deadline = None if max_duration is None else self.started + max_duration
         self.records: list[tuple[list[str], float]] = []
         self.stopped_early = False
+        # The sampling thread also aggregates the samples into a tree as it takes them, once
+        # the request has run `aggregate_after` seconds (keep-if-slow drops faster ones'
+        # trees unbuilt), so the request's thread only finishes the tree. The aggregator is
+        # made at the first sample: most short requests get none.
+        self.aggregator: StackAggregator | None = None
+        self.aggregate_from = None if aggregate_after is None else self.started + aggregate_after
 
     @property
     def duration(self) -> float:
@@ -115,23 +132,19 @@ class StackSampler:
         interval: float,
         caller: types.FrameType | None,
         max_duration: float | None = None,
+        aggregate_after: float | None = None,
     ) -> SampledRequest:
         """Start sampling the calling thread for ``user`` (a processor) every ``interval``
         seconds (the thread uses the smallest interval of its users); ``caller`` is the
         frame that starts the profile (its stack is the tree's stem). A request already
-        sampled on this thread is replaced."""
-        # The frame objects of the stem, root first (their identifiers are made by the
-        # sampling thread): a finished frame loses its f_back, so walk it now.
-        frames: list[types.FrameType] = []
-        frame = caller
-        while frame is not None and len(frames) < _MAX_STACK_DEPTH:
-            frames.append(frame)
-            frame = frame.f_back
-        frames.reverse()
-        request = SampledRequest(threading.get_ident(), frames, max_duration)
+        sampled on this thread is replaced. With ``aggregate_after`` (seconds), the samples
+        are also aggregated into :attr:`SampledRequest.aggregator` from that age of the
+        request on."""
+        request = SampledRequest(threading.get_ident(), caller, max_duration, aggregate_after)
         with self._lock:
-            self._users[id(user)] = interval
-            self._interval = min(self._users.values())
+            if self._users.get(id(user)) != interval:
+                self._users[id(user)] = interval
+                self._interval = min(self._users.values())
             self._requests[request.thread_id] = request
             if self._thread is None or not self._thread.is_alive():
                 self._stopping = False
@@ -149,6 +162,8 @@ class StackSampler:
         with self._lock:
             if self._requests.get(request.thread_id) is request:
                 del self._requests[request.thread_id]
+            # Held frames get their callers' frame objects made as they return: let go.
+            request.anchor = request.stem_frames = None
         return request.records
 
     def release(self, user: object) -> None:
@@ -201,8 +216,15 @@ class StackSampler:
                 if request.deadline is not None and now > request.deadline:
                     request.stopped_early = True
                     continue
-                request.records.append((self._stack(frame, request), now - request.last))
+                records = request.records
+                records.append((self._stack(frame, request), now - request.last))
                 request.last = now
+                aggregate_from = request.aggregate_from
+                if aggregate_from is not None and now >= aggregate_from:
+                    aggregator = request.aggregator
+                    if aggregator is None:
+                        aggregator = request.aggregator = StackAggregator()
+                    aggregator.add_all(records[aggregator.samples :])
 
     def _stack(self, frame: types.FrameType | None, request: SampledRequest) -> list[str]:
         stack: list[str] = []
@@ -225,9 +247,18 @@ class StackSampler:
         return stack
 
     def _stem(self, request: SampledRequest) -> dict[int, tuple[types.FrameType, int]]:
-        frames = request.caller
-        request.start_call_stack = [self._identifier(frame.f_code) for frame in frames]
-        request.caller = []
+        frames: list[types.FrameType] = []
+        frame, request.anchor = request.anchor, None
+        while frame is not None and len(frames) < _MAX_STACK_DEPTH:
+            frames.append(frame)
+            frame = frame.f_back
+        frames.reverse()
+        identifier = self._identifier
+        stack = [identifier(frame.f_code) for frame in frames]
+        stack.extend(identifier(code) for code in reversed(request.near_codes))
+        request.start_call_stack = stack
+        # Only the anchor and its callers can appear in samples: the frames below it have
+        # returned by the time the sampling thread looks.
         return {id(frame): (frame, index) for index, frame in enumerate(frames)}
 
     def _identifier(self, code: types.CodeType) -> str:
@@ -237,6 +268,48 @@ class StackSampler:
                 self._codes.clear()
             identifier = self._codes[code] = frame_identifier(code)
         return identifier
+
+
+_SUSPENDING = (
+    inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+) | inspect.CO_ITERABLE_COROUTINE
+_PLUMBING = (f"{os.sep}opentelemetry{os.sep}", f"{os.sep}contextlib.py", _PACKAGE_DIR)
+_near_verdicts: dict[types.CodeType, bool] = {}
+
+
+def _near_callers(
+    caller: types.FrameType | None,
+) -> tuple[list[types.CodeType], types.FrameType | None]:
+    """The code of ``caller`` and of its callers up to the first application frame
+    (deepest first), and that application frame (None at the top of the stack).
+
+    Walking the whole stem here would cost the request's thread ~0.4 µs a frame (each
+    ``f_back`` makes a frame object, and a frame object still referenced when its frame
+    returns gets the frame's data copied into it; 30-50 frames in a server), so the sampling
+    thread walks the rest at the first sample. That works because a returned frame keeps
+    its link to its caller; a suspended generator does not (``f_back`` is None), so the
+    walk here goes past the span-starting plumbing (OpenTelemetry, ``contextlib``, this
+    package) and every generator frame (``start_as_current_span`` is one) to the first
+    other frame. A generator further up that suspends before the first sample would cut the
+    stem short: the tree is then rooted higher up the thread's stack, nothing is lost.
+    """
+    codes: list[types.CodeType] = []
+    frame = caller
+    verdicts = _near_verdicts
+    while frame is not None and len(codes) < _MAX_STACK_DEPTH:
+        code = frame.f_code
+        plumbing = verdicts.get(code)
+        if plumbing is None:
+            if len(verdicts) >= _MAX_CACHED_CODES:
+                verdicts.clear()
+            plumbing = verdicts[code] = bool(code.co_flags & _SUSPENDING) or any(
+                part in code.co_filename for part in _PLUMBING
+            )
+        if not plumbing:
+            return codes, frame
+        codes.append(code)
+        frame = frame.f_back
+    return codes, None
 
 
 def frame_identifier(code: types.CodeType) -> str:

@@ -1,4 +1,4 @@
-"""Building, pruning and walking call trees (otel_pyinstrument_processor.calltree)."""
+"""Building, pruning and walking call trees (calltree, tree_builder and pruning modules)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,19 @@ import pytest
 from pyinstrument import Profiler
 
 from otel_pyinstrument_processor import calltree
-from otel_pyinstrument_processor.calltree import (
-    CallTreeNode,
+from otel_pyinstrument_processor.calltree import CallTreeNode, copy_tree, flatten, iter_nodes
+from otel_pyinstrument_processor.pruning import (
     PruneOptions,
-    build_call_tree,
     collapse_library_frames,
-    copy_tree,
-    flatten,
     fold_small_frames,
-    iter_nodes,
     limit_depth,
     prune,
     remove_profiler_frames,
+)
+from otel_pyinstrument_processor.tree_builder import (
+    StackAggregator,
+    build_call_tree,
+    tree_from_aggregator,
     tree_from_frame_records,
 )
 
@@ -269,3 +270,31 @@ def test_build_matches_a_plain_per_path_sum_on_random_stacks() -> None:
         stack.extend((c, (*path, (c.function, c.line))) for c in current.children)
     assert seen == len(expected_total)
     assert_consistent(tree)
+
+
+def test_aggregating_in_batches_builds_the_same_tree_as_all_at_once() -> None:
+    # The sampling thread aggregates a request's samples as it takes them (sampler mode);
+    # the request's thread finishes the tree. Any split of the samples gives the same tree.
+    import random
+
+    rng = random.Random(11)
+    frames = [
+        frame(name, line=line, attrs=f"\x01cKlass{line}") for name in "abc" for line in (1, 2)
+    ]
+    records = [
+        ([THREAD, MAIN, *rng.choices(frames, k=rng.randint(0, 5))], rng.choice((0.01, 0.02)))
+        for _ in range(60)
+    ]
+    whole = tree_from_frame_records(records, [THREAD, MAIN], 0.02)
+    assert whole is not None
+    for batch in (1, 2, 7):
+        aggregator = StackAggregator()
+        for start in range(0, len(records), batch):
+            aggregator.add_all(records[start : start + batch])
+        built = tree_from_aggregator(aggregator, [THREAD, MAIN], 0.02)
+        assert built is not None
+        assert flatten(built) == flatten(whole)
+        assert [(n.self_time, n.sample_count) for n, _ in iter_nodes(built)] == [
+            (n.self_time, n.sample_count) for n, _ in iter_nodes(whole)
+        ]
+    assert tree_from_aggregator(StackAggregator(), [THREAD, MAIN]) is None

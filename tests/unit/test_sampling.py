@@ -35,7 +35,7 @@ class Rig:
                 with self.tracer.start_as_current_span(
                     "SELECT", attributes={"db.system": "sqlite"}
                 ):
-                    time.sleep(0.002 if index else 0.03)
+                    time.sleep(0.002 if index else 0.06)
             end = time.perf_counter() + seconds
             while time.perf_counter() < end:
                 pass
@@ -135,11 +135,13 @@ def test_max_trace_duration_stops_recording(rig_factory) -> None:
 
 
 def test_database_child_spans_are_counted_on_the_entry_span(rig_factory) -> None:
-    rig = rig_factory(slow_query_threshold=0.02, track_memory=True)
+    # 2 ms queries and one of 60 ms around a 40 ms threshold: a loaded machine can wake a
+    # 2 ms sleep 20 ms late.
+    rig = rig_factory(slow_query_threshold=0.04, track_memory=True)
     rig.request("/orders", 0.0, children=4)
     entry = next(s for s in rig.spans() if s.kind is SpanKind.SERVER).attributes
     assert entry[attrs.DB_QUERY_COUNT] == 4
-    assert 0.035 < entry[attrs.DB_QUERY_TIME] < 1.0
+    assert 0.065 < entry[attrs.DB_QUERY_TIME] < 1.0
     assert entry[attrs.DB_SLOW_QUERIES] == 1
     assert entry[attrs.MEMORY_PEAK] > 1_000_000
     assert isinstance(entry[attrs.MEMORY_DELTA], int)

@@ -1,0 +1,130 @@
+"""From a stopped profile to the entry span's attributes: summary, metrics and the tree.
+
+The tree is built from the frame records, pruned and encoded here (unless the request was
+faster than the keep-if-slow threshold); a tree that cannot be built or does not fit is
+counted and logged, and the other attributes are still returned.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from otel_pyinstrument_processor import attributes as attrs
+from otel_pyinstrument_processor.active_profile import StoppedProfile
+from otel_pyinstrument_processor.processor_stats import ProcessorStats, RateLimitedLog
+from otel_pyinstrument_processor.pruning import (
+    DEFAULT_STEPS,
+    PruneOptions,
+    fold_small_frames,
+    prune,
+)
+from otel_pyinstrument_processor.request_metrics import RequestMetrics
+from otel_pyinstrument_processor.request_profile import merge_worker_records
+from otel_pyinstrument_processor.tree_builder import (
+    tree_from_aggregator,
+    tree_from_frame_records,
+)
+from otel_pyinstrument_processor.wire import ProfileTooLargeError, encode_profile
+
+_logger = logging.getLogger(__name__)
+
+# The builder already folded subtrees under min_share (tree_from_frame_records), and the
+# other steps only ever merge time upwards, so folding again would find nothing.
+_STEPS_AFTER_BUILD = tuple(step for step in DEFAULT_STEPS if step is not fold_small_frames)
+
+
+class ProfileAttributes:
+    """Turns stopped profiles into span attributes under one processor's settings."""
+
+    def __init__(
+        self,
+        *,
+        min_share: float,
+        slow_threshold: float,
+        track_memory: bool,
+        stats: ProcessorStats,
+        log: RateLimitedLog,
+    ) -> None:
+        self._min_share = min_share
+        self._slow_threshold = slow_threshold
+        self._track_memory = track_memory
+        self._stats = stats
+        self._log = log
+        # One PruneOptions per set of library prefixes (in practice one per process), so
+        # the pruning steps' per-file verdicts are kept across requests.
+        self._prune_options: dict[tuple[str, ...], PruneOptions] = {}
+
+    def of(
+        self,
+        profile: StoppedProfile,
+        metrics: RequestMetrics,
+        worker_records: list[tuple[list[str], float]],
+        max_bytes: Callable[[], int],
+    ) -> dict[str, Any]:
+        """The span attributes for ``profile``: sample count, interval, duration, CPU time,
+        the request metrics, and the encoded tree (at most ``max_bytes()`` characters,
+        asked only when there is a tree to encode)."""
+        attributes: dict[str, Any] = {
+            attrs.PROFILE_SAMPLE_COUNT: len(profile.records),
+            attrs.PROFILE_INTERVAL: profile.interval,
+            attrs.PROFILE_DURATION: profile.duration,
+        }
+        if profile.cpu_time is not None:
+            attributes[attrs.CPU_TIME] = profile.cpu_time
+        attributes.update(metrics.span_attributes(track_memory=self._track_memory))
+        if profile.stopped_early:
+            attributes[attrs.PROFILE_STOPPED_EARLY] = True
+            self._stats.increment("profiles_stopped_early")
+        if profile.duration < self._slow_threshold:
+            # Keep-if-slow: the metrics stay, the tree is never built or encoded.
+            attributes[attrs.PROFILE_DROPPED_FAST] = True
+            self._stats.increment("profiles_dropped_fast")
+            return attributes
+        records = profile.records
+        if not records and not worker_records:
+            self._stats.increment("profiles_empty")
+            return attributes
+        try:
+            aggregator = profile.aggregator
+            if aggregator is not None and not worker_records:
+                # The sampling thread aggregated as it sampled: finish what it had not.
+                if aggregator.samples < len(records):
+                    aggregator.add_all(records[aggregator.samples :])
+                tree = tree_from_aggregator(aggregator, profile.start_call_stack, self._min_share)
+            else:
+                if worker_records:
+                    records = merge_worker_records(records, worker_records)
+                tree = tree_from_frame_records(records, profile.start_call_stack, self._min_share)
+            if tree is None:
+                self._stats.increment("profiles_empty")
+                return attributes
+            options = self._options(profile.library_prefixes)
+            encoded = encode_profile(
+                prune(tree, options, _STEPS_AFTER_BUILD), max_bytes=max_bytes()
+            )
+        except ProfileTooLargeError as exc:
+            self._stats.increment("profiles_dropped_oversize")
+            self._log.warning("oversize", "pystrument: profile dropped: %s", exc)
+            return attributes
+        except Exception:
+            # The metrics above are still worth attaching without the tree.
+            self._stats.increment("errors")
+            self._log.warning(
+                "encode", "pystrument: could not build or encode a call tree", exc_info=True
+            )
+            return attributes
+        attributes[attrs.PROFILE_TREE] = encoded.tree
+        attributes[attrs.PROFILE_FORMAT] = encoded.format
+        attributes[attrs.PROFILE_TRUNCATED] = encoded.truncated
+        return attributes
+
+    def _options(self, library_prefixes: tuple[str, ...]) -> PruneOptions:
+        options = self._prune_options.get(library_prefixes)
+        if options is None:
+            if len(self._prune_options) >= 16:
+                self._prune_options.clear()
+            options = PruneOptions(min_share=self._min_share, library_prefixes=library_prefixes)
+            self._prune_options[library_prefixes] = options
+        return options
