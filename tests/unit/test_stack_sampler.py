@@ -185,16 +185,23 @@ def test_mode_is_selected_by_env_and_checked(monkeypatch: pytest.MonkeyPatch) ->
 
 
 FORK_SCRIPT = """
-import os, sys, time
+import os, sys, threading, time
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from otel_pyinstrument_processor import PyinstrumentSpanProcessor, decode_profile, iter_nodes
+from otel_pyinstrument_processor.stack_sampler import shared_sampler
 
 def busy_in_child():
+    # 60 ms, then on until the child's own sampling thread has sampled twice (a loaded
+    # machine can keep a fresh thread off the CPU for longer than 60 ms; seen once).
     end = time.perf_counter() + 0.06
     while time.perf_counter() < end:
+        pass
+    request = shared_sampler()._requests.get(threading.get_ident())
+    give_up = time.monotonic() + 10.0
+    while request is not None and len(request.records) < 2 and time.monotonic() < give_up:
         pass
 
 exporter = InMemorySpanExporter()
