@@ -14,7 +14,7 @@ from storage_backend import Project, ResourceSpans, SpanData, Store
 from storage_backend import queries as q
 from storage_backend.embedded import EmbeddedServer
 from storage_backend.histogram import exact_quantile
-from storage_backend.request_queries import TOTAL_CAP
+from storage_backend.request_queries import TOTAL_CAP, _get, _matches, records_query
 from storage_backend.schema import PERFORMANCE_RECORDS, ROLLUPS
 from storage_backend.synthetic import SLOW_ROUTE, insert_synthetic
 
@@ -105,6 +105,36 @@ def test_endpoint_trends_equal_one_trends_query_per_endpoint(seeded):
 def _total_ok(page: q.RequestPage, exact: int) -> bool:
     """Exact, or a lower bound that says so."""
     return page.total == exact or (page.total_is_lower_bound and 0 < page.total <= exact)
+
+
+@pytest.mark.parametrize(
+    "flt",
+    [
+        q.RequestFilter(),
+        q.RequestFilter(endpoint="GET /search"),
+        q.RequestFilter(version="1.1.0"),
+        q.RequestFilter(endpoint="GET /users", version="1.2.0", method="GET"),
+        q.RequestFilter(status_class="4xx", max_duration=0.5),
+        q.RequestFilter(min_duration=0.05, since=END - timedelta(days=2)),
+    ],
+)
+def test_slowest_first_pages_are_exactly_the_slowest_matches(seeded, flt):
+    """The first window's bound comes from the rollups' histograms: whatever it is, the
+    pages hold exactly the slowest matching records, in order."""
+    store, project, records = seeded
+    conditions = records_query(project.id, flt)
+    exact = sorted(
+        (
+            r["performance_metrics"]["total_duration"]
+            for r in records
+            if all(_matches(_get(r, path), cond) for path, cond in conditions.items())
+        ),
+        reverse=True,
+    )
+    assert len(exact) > 25
+    for number in (1, 3):
+        page = q.list_requests(store.db, project.id, flt, sort="-duration", page=number, size=25)
+        assert [i.duration for i in page.items] == exact[(number - 1) * 25 : number * 25]
 
 
 def test_requests_list_filters_sorts_and_pages(seeded):
