@@ -1,8 +1,9 @@
 """The requests list (filtered, sorted, paged) and one request's detail.
 
 Every filter is served by an index that starts with `project_id` (schema.py); pages read
-newest or slowest first through widening windows (windowed_scan.py); the total is counted only up to
-`TOTAL_CAP`, so a page costs about the same at 10k and 1M records.
+newest or slowest first through widening windows (windowed_scan.py); the total comes from
+the rollups when the filter is one they count (request_rollups.py), else it is counted only
+up to `TOTAL_CAP` and flagged a lower bound, so a page costs about the same at 10k and 1M.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pymongo.database import Database
 
 from otel_pyinstrument_processor import CallTreeNode, ProfileDecodeError, decode_profile, flatten
 from storage_backend.errors import translate_errors
-from storage_backend.histogram import DurationHistogram
 from storage_backend.query_models import (
     RequestDetail,
     RequestFilter,
@@ -27,7 +27,8 @@ from storage_backend.query_models import (
     RequestSummary,
     SpanView,
 )
-from storage_backend.rollups import LEVELS, as_utc, bucket_start, read_rollups
+from storage_backend.request_rollups import rollup_total, slowest_bound
+from storage_backend.rollups import as_utc
 from storage_backend.schema import PERFORMANCE_RECORDS, SPANS
 from storage_backend.windowed_scan import duration_bounds, time_bounds, top_descending
 
@@ -36,7 +37,6 @@ TOTAL_CAP = 1_000
 slowest) window a page read, `total_is_lower_bound` is True."""
 COUNT_SCAN_LIMIT = 20_000
 MAX_PAGE_SIZE = 200
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _STATUS_CLASSES = {"2xx": 200, "3xx": 300, "4xx": 400, "5xx": 500}
 _SORTS: dict[str, tuple[str, int]] = {
     "-timestamp": ("timestamp", DESCENDING),
@@ -165,10 +165,14 @@ def list_requests(
             # Oldest/fastest first is rare (no dashboard asks it); it reads every match.
             cursor = col.find(server, _SUMMARY_FIELDS).sort(field, direction)
             docs = [d for d in cursor if keep is None or keep(d)][skip : skip + size]
-        total, lower_bound = _count(col, counted, keep)
-        # Counted within the last window read: a narrower window than the filter's means
-        # there are more matches beyond it.
-        lower_bound = lower_bound or counted.get(field) != server.get(field)
+        exact = rollup_total(db, project_id, flt)
+        if exact is not None:
+            total, lower_bound = exact, False
+        else:
+            total, lower_bound = _count(col, counted, keep)
+            # Counted within the last window read: a narrower window than the filter's
+            # means there are more matches beyond it.
+            lower_bound = lower_bound or counted.get(field) != server.get(field)
     return RequestPage(
         items=[summary_of(d) for d in docs],
         page=page,
@@ -176,30 +180,6 @@ def list_requests(
         total=total,
         total_is_lower_bound=lower_bound,
     )
-
-
-def slowest_bound(db: Database, project_id: str, flt: RequestFilter, needed: int) -> float | None:
-    """A duration above which about `needed` of the requests of the filter's endpoint and
-    version (in its time range, rounded out to days) lie, from the daily rollups' duration
-    histograms: a slowest-first page then reads about `needed` records whatever the
-    traffic, where fixed steps (10 s, 2.5 s, ...) read thousands at a million records.
-    None when the rollups know fewer than `needed` (read everything)."""
-    day = LEVELS["1d"]
-    since = flt.since or _EPOCH
-    until = flt.until or datetime.now(timezone.utc)
-    rows = read_rollups(
-        db,
-        project_id,
-        "1d",
-        bucket_start(since, day),
-        bucket_start(until, day) + day,
-        endpoint=flt.endpoint,
-        versions=None if flt.version is None else [flt.version],
-    )
-    hist = DurationHistogram()
-    for row in rows:
-        hist.merge(row.hist)
-    return hist.top_bound(needed)
 
 
 def split_query(

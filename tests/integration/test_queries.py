@@ -137,11 +137,43 @@ def test_slowest_first_pages_are_exactly_the_slowest_matches(seeded, flt):
         assert [i.duration for i in page.items] == exact[(number - 1) * 25 : number * 25]
 
 
+def _hour(when: datetime) -> datetime:
+    return when.replace(minute=0, second=0, microsecond=0)
+
+
+@pytest.mark.parametrize(
+    ("flt", "exact"),
+    [
+        (q.RequestFilter(endpoint="GET /search"), True),
+        (q.RequestFilter(version="1.0.0", errors_only=True), True),
+        (q.RequestFilter(since=_hour(END) - timedelta(days=3), until=_hour(END)), True),
+        (q.RequestFilter(since=END.replace(second=0) - timedelta(hours=5)), True),
+        (q.RequestFilter(endpoint="GET /users", since=END - timedelta(days=3)), False),
+        (q.RequestFilter(method="GET"), False),
+        (q.RequestFilter(status_class="5xx"), False),
+        (q.RequestFilter(endpoint="GET /users", min_duration=0.1), False),
+    ],
+)
+def test_totals_come_exact_from_the_rollups_when_they_count_the_filter(seeded, flt, exact):
+    store, project, records = seeded
+    conditions = records_query(project.id, flt)
+    expected = sum(
+        1
+        for r in records
+        if all(_matches(_get(r, path), cond) for path, cond in conditions.items())
+    )
+    page = q.list_requests(store.db, project.id, flt, size=5)
+    if exact:
+        assert page.total == expected and not page.total_is_lower_bound
+    else:
+        assert _total_ok(page, expected) and page.total <= TOTAL_CAP
+
+
 def test_requests_list_filters_sorts_and_pages(seeded):
     store, project, records = seeded
     page = q.list_requests(store.db, project.id, size=50)
-    # Counted within the window the page read (and up to a cap): the cost follows the page.
-    assert _total_ok(page, COUNT) and page.total >= 50 and page.total <= TOTAL_CAP
+    # No filter the rollups cannot count: the total is theirs, exact.
+    assert page.total == COUNT and not page.total_is_lower_bound
     assert len(page.items) == 50
     stamps = [i.timestamp for i in page.items]
     assert stamps == sorted(stamps, reverse=True)
