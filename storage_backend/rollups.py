@@ -90,6 +90,14 @@ def rollup_updates(
     """The upserts that count `records` (performance_records documents) into the rollups,
     combined per target document so a batch costs one write per document it touches.
     Records older than the minute rollups' retention skip that level (it would expire)."""
+    return [UpdateOne(key, change, upsert=True) for key, change in rollup_changes(records, now=now)]
+
+
+def rollup_changes(
+    records: Iterable[dict[str, Any]], *, now: datetime | None = None
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """`rollup_updates` as (filter, update document) pairs: `{"_id": ...}` and its
+    `$setOnInsert`/`$inc`/`$max`, for a writer that builds its own operations."""
     minute_horizon = (now or datetime.now(timezone.utc)) - MINUTE_ROLLUP_RETENTION
     groups: dict[tuple[str, str, datetime, str | None, str], _Accumulator] = {}
     for record in records:
@@ -118,7 +126,7 @@ def rollup_updates(
                 acc.hist[hist_key] = acc.hist.get(hist_key, 0) + 1
                 if level_expiry and (acc.expire_at is None or level_expiry > acc.expire_at):
                     acc.expire_at = level_expiry
-    updates = []
+    updates: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for (project_id, level, start, endpoint, version), acc in groups.items():
         inc: dict[str, Any] = {
             "count": acc.count,
@@ -130,7 +138,7 @@ def rollup_updates(
         if acc.expire_at is not None:
             maxima["expire_at"] = acc.expire_at
         updates.append(
-            UpdateOne(
+            (
                 {"_id": _rollup_id(project_id, level, start, endpoint, version)},
                 {
                     "$setOnInsert": {
@@ -143,7 +151,6 @@ def rollup_updates(
                     "$inc": inc,
                     "$max": maxima,
                 },
-                upsert=True,
             )
         )
     return updates

@@ -20,13 +20,16 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
+
 from otel_pyinstrument_processor import CallTreeNode, attributes, encode_profile
 from storage_backend.errors import translate_errors
 from storage_backend.models import SpanData
 from storage_backend.records import build_performance_record
-from storage_backend.rollups import rollup_updates
+from storage_backend.rollups import rollup_changes
 from storage_backend.schema import PERFORMANCE_RECORDS, ROLLUPS
-from storage_backend.store import Store
+from storage_backend.store import DUPLICATE_KEY, Store
 
 # (method, route, median seconds, log-normal sigma)
 ROUTES: tuple[tuple[str, str, float, float], ...] = (
@@ -47,7 +50,7 @@ VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
 SLOW_ROUTE = "/search"
 """In version 1.2.0 this route spends twice as long in `rank_results`."""
 ROLLUP_WRITE_BATCH = 5000
-"""Rollup upserts per bulk write (bounds the size of one request)."""
+"""Rollup writes per bulk write (bounds the size of one request)."""
 
 
 def _tree(route: str, duration: float, version: str) -> CallTreeNode:
@@ -222,7 +225,7 @@ def insert_synthetic(
     for thread in threads:
         thread.start()
     try:
-        updates = rollup_updates(produced())
+        changes = rollup_changes(produced())
     finally:
         for _ in threads:
             batches.put(None)
@@ -230,12 +233,44 @@ def insert_synthetic(
             thread.join()
     if failures:
         raise failures[0]
-    for first in range(0, len(updates), ROLLUP_WRITE_BATCH):
-        with translate_errors():
-            store.collection(ROLLUPS).bulk_write(
-                updates[first : first + ROLLUP_WRITE_BATCH], ordered=False
-            )
+    for first in range(0, len(changes), ROLLUP_WRITE_BATCH):
+        write_rollups(store, changes[first : first + ROLLUP_WRITE_BATCH])
     return done
+
+
+def _as_new_document(key: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """The document a `rollup_changes` upsert creates when none exists yet."""
+    doc: dict[str, Any] = {**key, **change["$setOnInsert"]}
+    for path, value in {**change["$inc"], **change["$max"]}.items():
+        target = doc
+        *parents, leaf = path.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return doc
+
+
+def write_rollups(store: Store, changes: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """Apply `rollup_changes` output: the documents that do not exist yet in one
+    `insert_many` (a bulk load's rollups are new, and the embedded server inserts a
+    document for a fraction of the cost of a many-field upsert: ~80 upserts/s at 1M-record
+    density, measured), the others upserted as ingest does. The stored documents are the
+    same either way."""
+    if not changes:
+        return
+    with translate_errors():
+        try:
+            store.collection(ROLLUPS).insert_many(
+                [_as_new_document(key, change) for key, change in changes], ordered=False
+            )
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            existing = [changes[e["index"]] for e in errors]
+            store.collection(ROLLUPS).bulk_write(
+                [UpdateOne(key, change, upsert=True) for key, change in existing], ordered=False
+            )
 
 
 def _insert(store: Store, batch: list[dict[str, Any]]) -> int:
