@@ -231,6 +231,30 @@ def test_versions_are_listed_and_the_slower_route_and_function_stand_out(seeded)
     assert top.function == "rank_results" and top.delta > 0
 
 
+def test_version_comparison_counts_every_request_of_both_versions_from_day_tiles(seeded):
+    """A 6-day window read as whole days plus edge hours counts what hours alone would,
+    and a retired version's trees are found from its last hour."""
+    store, project, records = seeded
+    cmp = q.compare_versions(
+        store.db, project.id, "1.0.0", "1.2.0", None, since=END - SPAN, until=END,
+        profile_limit=20,
+    )  # fmt: skip
+    for entry in cmp.endpoints:
+        for version, stats in (("1.0.0", entry.base), ("1.2.0", entry.target)):
+            expected = sum(
+                1
+                for r in records
+                if r["endpoint"] == entry.endpoint and r["version_info"]["app_version"] == version
+            )
+            assert (stats.count if stats else 0) == expected, (entry.endpoint, version)
+    profiled = {
+        v: sum(1 for r in records if r.get("profile") and r["version_info"]["app_version"] == v)
+        for v in ("1.0.0", "1.2.0")
+    }
+    assert cmp.base_profiles == min(20, profiled["1.0.0"])
+    assert cmp.target_profiles == min(20, profiled["1.2.0"])
+
+
 def test_aggregated_call_tree_merges_requests_with_counts(seeded):
     store, project, records = seeded
     endpoint = f"GET {SLOW_ROUTE}"
