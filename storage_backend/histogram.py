@@ -122,15 +122,26 @@ class DurationHistogram:
 
     def quantile(self, q: float) -> float | None:
         """The nearest-rank q-quantile (q in [0, 1]); None when empty."""
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: Iterable[float]) -> list[float | None]:
+        """`quantile` of each of `qs`, in one pass over the sorted buckets (a chart asks
+        three per point, and a dense histogram has hundreds of buckets)."""
+        qs = list(qs)
         if self.total == 0:
-            return None
-        rank = max(1, math.ceil(q * self.total))
+            return [None] * len(qs)
+        wanted = sorted((max(1, math.ceil(q * self.total)), i) for i, q in enumerate(qs))
+        out: list[float | None] = [bucket_value(max(self.counts))] * len(qs)
         seen = 0
+        position = 0
         for index in sorted(self.counts):
             seen += self.counts[index]
-            if seen >= rank:
-                return bucket_value(index)
-        return bucket_value(max(self.counts))
+            while position < len(wanted) and seen >= wanted[position][0]:
+                out[wanted[position][1]] = bucket_value(index)
+                position += 1
+            if position == len(wanted):
+                break
+        return out
 
 
 def exact_quantile(values: Iterable[float], q: float) -> float | None:

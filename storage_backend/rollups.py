@@ -356,9 +356,19 @@ def read_window(
     return rows, width
 
 
-def stats_of(rows: Iterable[RollupRow]) -> LatencyStats:
-    """Merge rollup rows into one set of statistics (percentiles from the merged histogram)."""
+def merged_histogram(rows: Iterable[RollupRow]) -> DurationHistogram:
+    """The sum of the rows' histograms."""
     hist = DurationHistogram()
+    for row in rows:
+        hist.merge(row.hist)
+    return hist
+
+
+def stats_of(rows: Iterable[RollupRow], merged: DurationHistogram | None = None) -> LatencyStats:
+    """Merge rollup rows into one set of statistics (percentiles from the merged histogram;
+    `merged`, when the caller already has it, saves merging the rows' again)."""
+    rows = list(rows)
+    hist = merged if merged is not None else merged_histogram(rows)
     count = errors = 0
     total = 0.0
     maximum: float | None = None
@@ -367,14 +377,14 @@ def stats_of(rows: Iterable[RollupRow]) -> LatencyStats:
         errors += row.errors
         total += row.duration_sum
         maximum = row.duration_max if maximum is None else max(maximum, row.duration_max)
-        hist.merge(row.hist)
+    p50, p95, p99 = hist.quantiles((0.50, 0.95, 0.99))
     return LatencyStats(
         count=count,
         errors=errors,
         error_rate=errors / count if count else 0.0,
-        p50=hist.quantile(0.50),
-        p95=hist.quantile(0.95),
-        p99=hist.quantile(0.99),
+        p50=p50,
+        p95=p95,
+        p99=p99,
         mean=total / count if count else None,
         max=maximum if count else None,
         total_time=total,

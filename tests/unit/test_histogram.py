@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from storage_backend.histogram import ALPHA, DurationHistogram, exact_quantile
+from storage_backend.histogram import ALPHA, DurationHistogram, bucket_value, exact_quantile
 
 
 @pytest.mark.parametrize("sigma", [0.3, 1.0, 2.0])
@@ -65,3 +65,14 @@ def test_top_bound_keeps_at_least_the_n_largest_values_and_little_else():
         assert n <= above <= n * 1.1 + 5, (n, above)
     assert hist.top_bound(len(values) + 1) is None
     assert DurationHistogram().top_bound(1) is None
+
+
+def test_quantiles_in_one_pass_are_the_nearest_rank_buckets():
+    rng = random.Random(11)
+    hist = DurationHistogram.of(0.1 * rng.lognormvariate(0, 1.0) for _ in range(5000))
+    expanded = [index for index in sorted(hist.counts) for _ in range(hist.counts[index])]
+    qs = (0.99, 0.5, 0.0, 1.0, 0.95)
+    expected = [bucket_value(exact_quantile(expanded, q)) for q in qs]
+    assert hist.quantiles(qs) == expected
+    assert [hist.quantile(q) for q in qs] == expected
+    assert DurationHistogram().quantiles((0.5, 0.9)) == [None, None]
