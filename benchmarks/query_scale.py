@@ -10,7 +10,8 @@ warm-up run and the growth ratio largest/smallest size per query. Targets: trend
 endpoint summary <= 2x, a requests-list page <= 2x. Also prints how the requests page's
 query is planned (explain) at each size.
 
-    .venv/bin/python benchmarks/query_scale.py                       # 10k, 100k, 1M
+    .venv/bin/python benchmarks/query_scale.py                       # 10k, 100k, 1M (~1 h
+                                                                     # on a shared 2-core VM)
     .venv/bin/python benchmarks/query_scale.py --sizes 10k,100k      # quicker
     .venv/bin/python benchmarks/query_scale.py --data-dir /tmp/qs    # keep the loaded data:
                                                                      # a rerun skips loading
