@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from pymongo.database import Database
 
+from storage_backend.histogram import DurationHistogram
 from storage_backend.query_models import (
     TIME_RANGES,
     EndpointStats,
@@ -21,6 +22,7 @@ from storage_backend.rollups import (
     RollupRow,
     as_utc,
     bucket_start,
+    merged_histogram,
     read_rollups,
     read_window,
     stats_of,
@@ -80,9 +82,15 @@ def _trend_of(
     for row in rows:
         by_point[bucket_start(row.bucket, step)].append(row)
     points = []
+    # The overall histogram is the sum of the points': merging ~30 point histograms instead
+    # of every row again halves the work on dense data.
+    overall_hist = DurationHistogram()
     at = start
     while at < end:
-        points.append(TrendPoint(bucket_start=at, stats=stats_of(by_point.get(at, []))))
+        point_rows = by_point.get(at, [])
+        point_hist = merged_histogram(point_rows)
+        overall_hist.merge(point_hist)
+        points.append(TrendPoint(bucket_start=at, stats=stats_of(point_rows, point_hist)))
         at += step
     return Trends(
         project_id=project_id,
@@ -92,7 +100,9 @@ def _trend_of(
         until=end,
         endpoint=endpoint,
         points=points,
-        overall=stats_of(rows),
+        overall=stats_of(
+            [r for at in by_point for r in by_point[at] if start <= at < end], overall_hist
+        ),
     )
 
 

@@ -17,6 +17,9 @@ and cannot be updated with ``$inc``; HDR histograms need a fixed range up front.
 from __future__ import annotations
 
 import math
+import struct
+import sys
+from array import array
 from collections.abc import Iterable, Mapping
 
 ALPHA = 0.01
@@ -24,6 +27,10 @@ GAMMA = (1 + ALPHA) / (1 - ALPHA)
 _LOG_GAMMA = math.log(GAMMA)
 MIN_DURATION = 1e-6
 """Durations below a microsecond (and zero) share the lowest bucket."""
+# Packed form: a format byte (the array's item code), the first bucket index (int32 LE),
+# then one little-endian count per bucket from there to the last non-empty one.
+_PACKED_CODES = {1: "I", 2: "Q"}
+_HEADER = struct.Struct("<Bi")
 
 
 def bucket_of(duration_s: float) -> int:
@@ -74,17 +81,67 @@ class DurationHistogram:
     def to_document(self) -> dict[str, int]:
         return {str(k): v for k, v in self.counts.items()}
 
+    def to_packed(self) -> bytes:
+        """The counts as one dense binary value: a stored histogram of a few hundred buckets
+        costs a server and a driver one field instead of hundreds (see rollups.py)."""
+        if not self.counts:
+            return _HEADER.pack(1, 0)
+        low, high = min(self.counts), max(self.counts)
+        code = 1 if max(self.counts.values()) < 2**32 else 2
+        dense = array(_PACKED_CODES[code], [self.counts.get(i, 0) for i in range(low, high + 1)])
+        if sys.byteorder == "big":
+            dense.byteswap()
+        return _HEADER.pack(code, low) + dense.tobytes()
+
+    def merge_packed(self, data: bytes) -> None:
+        """Add the counts of a `to_packed` value; ValueError when it is not one."""
+        if len(data) < _HEADER.size or data[0] not in _PACKED_CODES:
+            raise ValueError("not a packed duration histogram")
+        code, low = _HEADER.unpack_from(data)
+        dense = array(_PACKED_CODES[code])
+        dense.frombytes(bytes(data[_HEADER.size :]))
+        if sys.byteorder == "big":
+            dense.byteswap()
+        counts = self.counts
+        for offset, count in enumerate(dense):
+            if count:
+                counts[low + offset] = counts.get(low + offset, 0) + count
+                self.total += count
+
+    def top_bound(self, n: int) -> float | None:
+        """A duration at or above which at least the `n` largest values lie (the lower edge
+        of the bucket holding the n-th largest, so no more than one bucket's worth of extra
+        values); None when the histogram holds fewer than `n`."""
+        seen = 0
+        for index in sorted(self.counts, reverse=True):
+            seen += self.counts[index]
+            if seen >= n:
+                # Bucket i holds (GAMMA**(i-1), GAMMA**i]; a hair lower for float rounding.
+                return GAMMA ** (index - 1) * (1 - 1e-9)
+        return None
+
     def quantile(self, q: float) -> float | None:
         """The nearest-rank q-quantile (q in [0, 1]); None when empty."""
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: Iterable[float]) -> list[float | None]:
+        """`quantile` of each of `qs`, in one pass over the sorted buckets (a chart asks
+        three per point, and a dense histogram has hundreds of buckets)."""
+        qs = list(qs)
         if self.total == 0:
-            return None
-        rank = max(1, math.ceil(q * self.total))
+            return [None] * len(qs)
+        wanted = sorted((max(1, math.ceil(q * self.total)), i) for i, q in enumerate(qs))
+        out: list[float | None] = [bucket_value(max(self.counts))] * len(qs)
         seen = 0
+        position = 0
         for index in sorted(self.counts):
             seen += self.counts[index]
-            if seen >= rank:
-                return bucket_value(index)
-        return bucket_value(max(self.counts))
+            while position < len(wanted) and seen >= wanted[position][0]:
+                out[wanted[position][1]] = bucket_value(index)
+                position += 1
+            if position == len(wanted):
+                break
+        return out
 
 
 def exact_quantile(values: Iterable[float], q: float) -> float | None:

@@ -1,8 +1,9 @@
 """The requests list (filtered, sorted, paged) and one request's detail.
 
 Every filter is served by an index that starts with `project_id` (schema.py); pages read
-newest or slowest first through widening windows (windowed_scan.py); the total is counted only up to
-`TOTAL_CAP`, so a page costs about the same at 10k and 1M records.
+newest or slowest first through widening windows (windowed_scan.py); the total comes from
+the rollups when the filter is one they count (request_rollups.py), else it is counted only
+up to `TOTAL_CAP` and flagged a lower bound, so a page costs about the same at 10k and 1M.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from storage_backend.query_models import (
     RequestSummary,
     SpanView,
 )
+from storage_backend.request_rollups import rollup_total, slowest_bound
 from storage_backend.rollups import as_utc
 from storage_backend.schema import PERFORMANCE_RECORDS
 from storage_backend.trace_spans import trace_spans
@@ -146,7 +148,9 @@ def list_requests(
             bounds = (
                 time_bounds(flt.until or datetime.now(timezone.utc), flt.since)
                 if field == "timestamp"
-                else duration_bounds(flt.min_duration)
+                else duration_bounds(
+                    flt.min_duration, slowest_bound(db, project_id, flt, skip + size)
+                )
             )
             docs, counted = top_descending(
                 col,
@@ -162,10 +166,14 @@ def list_requests(
             # Oldest/fastest first is rare (no dashboard asks it); it reads every match.
             cursor = col.find(server, _SUMMARY_FIELDS).sort(field, direction)
             docs = [d for d in cursor if keep is None or keep(d)][skip : skip + size]
-        total, lower_bound = _count(col, counted, keep)
-        # Counted within the last window read: a narrower window than the filter's means
-        # there are more matches beyond it.
-        lower_bound = lower_bound or counted.get(field) != server.get(field)
+        exact = rollup_total(db, project_id, flt)
+        if exact is not None:
+            total, lower_bound = exact, False
+        else:
+            total, lower_bound = _count(col, counted, keep)
+            # Counted within the last window read: a narrower window than the filter's
+            # means there are more matches beyond it.
+            lower_bound = lower_bound or counted.get(field) != server.get(field)
     return RequestPage(
         items=[summary_of(d) for d in docs],
         page=page,

@@ -26,6 +26,7 @@ from storage_backend.query_models import (
 from storage_backend.rollups import (
     LEVELS,
     RollupRow,
+    as_utc,
     bucket_start,
     read_rollups,
     read_window,
@@ -75,6 +76,38 @@ def _mean_self_times(trees: list[CallTreeNode]) -> dict[tuple[str, str, int], fl
     return {key: value / len(trees) for key, value in totals.items()} if trees else {}
 
 
+def _last_seen(
+    db: Database, project_id: str, endpoint: str | None, rows: list[RollupRow]
+) -> dict[str, datetime]:
+    """The end of the last hour each version of `rows` has requests in. Where a version's
+    last row is a whole day, that day's hourly rows (no histograms) narrow it down: the
+    trees are searched back from there, and from a day's end a retired version's search
+    would read every request of its last hours."""
+    last: dict[str, RollupRow] = {}
+    for row in rows:
+        if row.version not in last or row.bucket > last[row.version].bucket:
+            last[row.version] = row
+    ends = {}
+    for version, row in last.items():
+        start = as_utc(row.bucket)
+        ends[version] = start + row.width
+        if row.width > LEVELS["1h"]:
+            hours = read_rollups(
+                db,
+                project_id,
+                "1h",
+                start,
+                start + row.width,
+                endpoint=endpoint,
+                per_endpoint=False,
+                versions=[version],
+                with_histogram=False,
+            )
+            if hours:
+                ends[version] = max(as_utc(h.bucket) for h in hours) + LEVELS["1h"]
+    return ends
+
+
 def _delta(target: float | None, base: float | None) -> float | None:
     return None if target is None or base is None else target - base
 
@@ -96,7 +129,7 @@ def compare_versions(
     target - base, endpoints with the largest |p95 delta| first), and the functions whose
     mean self time per profiled request changed most (of one endpoint, when given)."""
     since, until = resolve_window(time_range, since, until)
-    rows, width = read_window(
+    rows, _width = read_window(
         db,
         project_id,
         since,
@@ -133,9 +166,7 @@ def compare_versions(
 
     # Each version's trees are searched back from its last bucket: a retired version's
     # requests are old, and searching back from now would read everything since.
-    last_seen = {}
-    for row in rows:
-        last_seen[row.version] = max(last_seen.get(row.version, row.bucket), row.bucket)
+    last_seen = _last_seen(db, project_id, endpoint, rows)
     base_trees, target_trees = (
         recent_call_trees(
             db,
@@ -143,7 +174,7 @@ def compare_versions(
             endpoint=endpoint,
             version=version,
             limit=profile_limit,
-            until=last_seen[version] + width if version in last_seen else until,
+            until=min(last_seen.get(version, until), until),
         )[0]
         for version in (base_version, target_version)
     )

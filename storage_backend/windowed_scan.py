@@ -37,9 +37,17 @@ def time_bounds(until: datetime, since: datetime | None) -> Iterator[datetime | 
     yield since
 
 
-def duration_bounds(minimum: float | None) -> Iterator[float | None]:
-    """Lower duration bounds, slowest first; `minimum` (or None: no bound) last."""
+def duration_bounds(minimum: float | None, first: float | None = None) -> Iterator[float | None]:
+    """Lower duration bounds, slowest first: `first` (a bound the caller expects to hold
+    enough rows, e.g. from the rollups' histograms), the fixed steps below it, and
+    `minimum` (or None: no bound) last."""
+    if first is not None and minimum is not None and first <= minimum:
+        first = None  # the filter's own minimum is narrower
+    if first is not None:
+        yield first
     for bound in _DURATION_BOUNDS:
+        if first is not None and bound >= first:
+            continue
         if minimum is not None and bound <= minimum:
             break
         yield bound

@@ -14,7 +14,7 @@ from storage_backend import Project, ResourceSpans, SpanData, Store
 from storage_backend import queries as q
 from storage_backend.embedded import EmbeddedServer
 from storage_backend.histogram import exact_quantile
-from storage_backend.request_queries import TOTAL_CAP
+from storage_backend.request_queries import TOTAL_CAP, _get, _matches, records_query
 from storage_backend.schema import PERFORMANCE_RECORDS, ROLLUPS
 from storage_backend.synthetic import SLOW_ROUTE, insert_synthetic
 
@@ -107,11 +107,73 @@ def _total_ok(page: q.RequestPage, exact: int) -> bool:
     return page.total == exact or (page.total_is_lower_bound and 0 < page.total <= exact)
 
 
+@pytest.mark.parametrize(
+    "flt",
+    [
+        q.RequestFilter(),
+        q.RequestFilter(endpoint="GET /search"),
+        q.RequestFilter(version="1.1.0"),
+        q.RequestFilter(endpoint="GET /users", version="1.2.0", method="GET"),
+        q.RequestFilter(status_class="4xx", max_duration=0.5),
+        q.RequestFilter(min_duration=0.05, since=END - timedelta(days=2)),
+    ],
+)
+def test_slowest_first_pages_are_exactly_the_slowest_matches(seeded, flt):
+    """The first window's bound comes from the rollups' histograms: whatever it is, the
+    pages hold exactly the slowest matching records, in order."""
+    store, project, records = seeded
+    conditions = records_query(project.id, flt)
+    exact = sorted(
+        (
+            r["performance_metrics"]["total_duration"]
+            for r in records
+            if all(_matches(_get(r, path), cond) for path, cond in conditions.items())
+        ),
+        reverse=True,
+    )
+    assert len(exact) > 25
+    for number in (1, 3):
+        page = q.list_requests(store.db, project.id, flt, sort="-duration", page=number, size=25)
+        assert [i.duration for i in page.items] == exact[(number - 1) * 25 : number * 25]
+
+
+def _hour(when: datetime) -> datetime:
+    return when.replace(minute=0, second=0, microsecond=0)
+
+
+@pytest.mark.parametrize(
+    ("flt", "exact"),
+    [
+        (q.RequestFilter(endpoint="GET /search"), True),
+        (q.RequestFilter(version="1.0.0", errors_only=True), True),
+        (q.RequestFilter(since=_hour(END) - timedelta(days=3), until=_hour(END)), True),
+        (q.RequestFilter(since=END.replace(second=0) - timedelta(hours=5)), True),
+        (q.RequestFilter(endpoint="GET /users", since=END - timedelta(days=3)), False),
+        (q.RequestFilter(method="GET"), False),
+        (q.RequestFilter(status_class="5xx"), False),
+        (q.RequestFilter(endpoint="GET /users", min_duration=0.1), False),
+    ],
+)
+def test_totals_come_exact_from_the_rollups_when_they_count_the_filter(seeded, flt, exact):
+    store, project, records = seeded
+    conditions = records_query(project.id, flt)
+    expected = sum(
+        1
+        for r in records
+        if all(_matches(_get(r, path), cond) for path, cond in conditions.items())
+    )
+    page = q.list_requests(store.db, project.id, flt, size=5)
+    if exact:
+        assert page.total == expected and not page.total_is_lower_bound
+    else:
+        assert _total_ok(page, expected) and page.total <= TOTAL_CAP
+
+
 def test_requests_list_filters_sorts_and_pages(seeded):
     store, project, records = seeded
     page = q.list_requests(store.db, project.id, size=50)
-    # Counted within the window the page read (and up to a cap): the cost follows the page.
-    assert _total_ok(page, COUNT) and page.total >= 50 and page.total <= TOTAL_CAP
+    # No filter the rollups cannot count: the total is theirs, exact.
+    assert page.total == COUNT and not page.total_is_lower_bound
     assert len(page.items) == 50
     stamps = [i.timestamp for i in page.items]
     assert stamps == sorted(stamps, reverse=True)
@@ -167,6 +229,30 @@ def test_versions_are_listed_and_the_slower_route_and_function_stand_out(seeded)
     assert [e.endpoint for e in only_search.endpoints] == [f"GET {SLOW_ROUTE}"]
     top = only_search.functions[0]
     assert top.function == "rank_results" and top.delta > 0
+
+
+def test_version_comparison_counts_every_request_of_both_versions_from_day_tiles(seeded):
+    """A 6-day window read as whole days plus edge hours counts what hours alone would,
+    and a retired version's trees are found from its last hour."""
+    store, project, records = seeded
+    cmp = q.compare_versions(
+        store.db, project.id, "1.0.0", "1.2.0", None, since=END - SPAN, until=END,
+        profile_limit=20,
+    )  # fmt: skip
+    for entry in cmp.endpoints:
+        for version, stats in (("1.0.0", entry.base), ("1.2.0", entry.target)):
+            expected = sum(
+                1
+                for r in records
+                if r["endpoint"] == entry.endpoint and r["version_info"]["app_version"] == version
+            )
+            assert (stats.count if stats else 0) == expected, (entry.endpoint, version)
+    profiled = {
+        v: sum(1 for r in records if r.get("profile") and r["version_info"]["app_version"] == v)
+        for v in ("1.0.0", "1.2.0")
+    }
+    assert cmp.base_profiles == min(20, profiled["1.0.0"])
+    assert cmp.target_profiles == min(20, profiled["1.2.0"])
 
 
 def test_aggregated_call_tree_merges_requests_with_counts(seeded):

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from storage_backend.histogram import ALPHA, DurationHistogram, exact_quantile
+from storage_backend.histogram import ALPHA, DurationHistogram, bucket_value, exact_quantile
 
 
 @pytest.mark.parametrize("sigma", [0.3, 1.0, 2.0])
@@ -36,3 +36,43 @@ def test_empty_histogram_has_no_percentiles_and_zero_durations_are_counted():
     hist = DurationHistogram.of([0.0, 0.0, 1.0])
     assert hist.total == 3
     assert hist.quantile(0.5) == pytest.approx(1e-6, rel=ALPHA)
+
+
+@pytest.mark.parametrize("counts", [{}, {-300: 1}, {5: 3, 9: 1, -2: 7}, {0: 2**33, 4: 1}])
+def test_packed_form_round_trips_and_merges(counts: dict[int, int]):
+    packed = DurationHistogram(counts).to_packed()
+    back = DurationHistogram({1: 1})
+    back.merge_packed(packed)
+    expected = dict(counts)
+    expected[1] = expected.get(1, 0) + 1
+    assert back.counts == expected
+    assert back.total == sum(expected.values())
+
+
+def test_a_value_that_is_not_a_packed_histogram_is_refused():
+    for bad in (b"", b"\x07\x00\x00\x00\x00", b"\x01\x00\x00\x00\x00\x01\x02"):
+        with pytest.raises(ValueError):
+            DurationHistogram().merge_packed(bad)
+
+
+def test_top_bound_keeps_at_least_the_n_largest_values_and_little_else():
+    rng = random.Random(5)
+    values = [0.2 * rng.lognormvariate(0, 0.8) for _ in range(50_000)]
+    hist = DurationHistogram.of(values)
+    for n in (1, 20, 200, 5000):
+        bound = hist.top_bound(n)
+        above = sum(1 for v in values if v >= bound)
+        assert n <= above <= n * 1.1 + 5, (n, above)
+    assert hist.top_bound(len(values) + 1) is None
+    assert DurationHistogram().top_bound(1) is None
+
+
+def test_quantiles_in_one_pass_are_the_nearest_rank_buckets():
+    rng = random.Random(11)
+    hist = DurationHistogram.of(0.1 * rng.lognormvariate(0, 1.0) for _ in range(5000))
+    expanded = [index for index in sorted(hist.counts) for _ in range(hist.counts[index])]
+    qs = (0.99, 0.5, 0.0, 1.0, 0.95)
+    expected = [bucket_value(exact_quantile(expanded, q)) for q in qs]
+    assert hist.quantiles(qs) == expected
+    assert [hist.quantile(q) for q in qs] == expected
+    assert DurationHistogram().quantiles((0.5, 0.9)) == [None, None]
