@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import streamlit as st
 
@@ -20,6 +20,14 @@ SORTS = {
     "timestamp": "oldest first",
 }
 PAGE_SIZE = 50
+
+
+def _range_start(until: datetime, span: timedelta) -> datetime:
+    """Whole minutes, so reruns within a minute share the cached page; whole hours past two
+    days, where the rollups keep no minutes, so the total stays exact (summed from them)."""
+    start = (until - span).replace(second=0, microsecond=0)
+    return start.replace(minute=0) if span > timedelta(days=2) else start
+
 
 ctx, project = context.page_with_project("Requests")
 
@@ -43,6 +51,7 @@ with st.container(border=True):
     )
     errors_only = d3.toggle("Errors only", key="req_errors")
 
+
 # A different filter starts again at the first page.
 signature = (endpoint, status, version, sort, min_ms, max_ms, errors_only, ctx.time_range)
 if st.session_state.get("req_signature") != signature:
@@ -56,8 +65,7 @@ flt = q.RequestFilter(
     min_duration=min_ms / 1000 if min_ms else None,
     max_duration=max_ms / 1000 if max_ms else None,
     version=None if version == ANY else version,
-    # Whole minutes, so reruns within a minute share the cached page.
-    since=(until - q.TIME_RANGES[ctx.time_range]).replace(second=0, microsecond=0),
+    since=_range_start(until, q.TIME_RANGES[ctx.time_range]),
     errors_only=errors_only,
 )
 result = data.list_requests(
