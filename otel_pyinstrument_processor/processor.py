@@ -292,8 +292,9 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         except BaseException:
             self._modes.stop(state)
             raise
-        with self._lock:
-            self._active.add(state)
+        # set.add is atomic (the GIL, or the set's own lock in free-threaded builds);
+        # shutdown copies the set with list(), atomic too: no processor lock per request.
+        self._active.add(state)
         state.token = current_profile.set(marker)
         self._stats.increment("profiles_started")
 
