@@ -32,8 +32,12 @@ Two parts, both printed as ratios:
    + prune + encode with an almost empty body; build + prune + encode of a realistic ~40
    sample session alone.
 
+3. ``--steps`` only: where a sampler-mode profiled request that gets no sample spends its
+   CPU, one step at a time replaced by a no-op (an ablation; see ``no_sample_steps``).
+
 Run from the repository root (needs the `bench` extra for the peers):
     PYTHONPATH=. .venv/bin/python benchmarks/processor_overhead.py [--rounds 2] [--quick]
+    PYTHONPATH=. .venv/bin/python benchmarks/processor_overhead.py --steps
 """
 
 from __future__ import annotations
@@ -408,6 +412,111 @@ def fixed_costs() -> dict[str, float]:
     return results
 
 
+def no_sample_steps(rounds: int = 7) -> dict[str, float]:
+    """Where a sampler-mode profiled request that gets no sample spends its CPU: the span's
+    extra over OTel alone, whole and with one step at a time replaced by a no-op (an
+    ablation: what each step costs in place, caches and call overhead included).
+
+    The sampling thread ticks every 10 s here, so no request is sampled. The steps are
+    replaced by patching the processor's modules; each is restored before the next.
+    """
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import SpanKind
+
+    import otel_pyinstrument_processor.active_profile as active_profile
+    import otel_pyinstrument_processor.processor as processor_module
+    import otel_pyinstrument_processor.processor_stats as processor_stats
+    import otel_pyinstrument_processor.span_enrichment as span_enrichment
+    import otel_pyinstrument_processor.stack_sampler as stack_sampler
+    from otel_pyinstrument_processor import PyinstrumentSpanProcessor
+
+    # What the Flask instrumentation puts on a SERVER span, roughly.
+    attributes = {
+        "url.path": "/api/x",
+        "url.scheme": "http",
+        "http.request.method": "GET",
+        "http.route": "/api/x",
+        "server.address": "localhost",
+        "server.port": 80,
+        "client.address": "127.0.0.1",
+        "network.peer.address": "127.0.0.1",
+        "network.protocol.version": "1.1",
+        "user_agent.original": "bench",
+    }
+
+    def tracer_with(*processors: Any) -> Any:
+        provider = TracerProvider()
+        for processor in processors:
+            provider.add_span_processor(processor)
+        return provider.get_tracer("bench")
+
+    processor = PyinstrumentSpanProcessor(
+        sampling_rate=1.0, profiler_mode="sampler", sampler_interval=10.0
+    )
+
+    def request(tracer: Any) -> Callable[[], None]:
+        def make() -> None:
+            with tracer.start_as_current_span(
+                "GET /x", kind=SpanKind.SERVER, attributes=attributes
+            ) as span:
+                span.set_attribute("http.response.status_code", 200)
+
+        return make
+
+    def per_call(fn: Callable[[], None], n: int = 3000) -> float:
+        started = time.thread_time()
+        for _ in range(n):
+            fn()
+        return (time.thread_time() - started) / n * 1e6
+
+    plain, profiled = request(tracer_with()), request(tracer_with(processor))
+    unsampled = stack_sampler.SampledRequest(0, None, None)
+
+    class NoThreadClock:
+        thread_time = staticmethod(lambda: 0.0)
+        perf_counter = staticmethod(time.perf_counter)
+
+    removals: dict[str, list[tuple[Any, str, Any]]] = {
+        "whole": [],
+        "near-callers walk (stem anchor)": [
+            (stack_sampler, "_near_callers", lambda caller: ([], None))
+        ],
+        "sampler begin + end (walk included)": [
+            (stack_sampler.StackSampler, "begin", lambda self, *a, **k: unsampled),
+            (stack_sampler.StackSampler, "end", lambda self, request: []),
+        ],
+        "attach (header scan + set_attributes)": [
+            (processor_module.PyinstrumentSpanProcessor, "_attach", lambda self, s, a: None)
+        ],
+        "header-redaction scan": [(span_enrichment, "redacted_headers", lambda a: {})],
+        "thread CPU clock, 2 reads": [(active_profile, "time", NoThreadClock)],
+        "stats counters, 2": [
+            (processor_stats.ProcessorStats, "increment", lambda self, counter: None)
+        ],
+    }
+    for fn in (plain, profiled):
+        per_call(fn, 2000)
+    best = {name: float("inf") for name in ("otel", *removals)}
+    for _ in range(rounds):
+        best["otel"] = min(best["otel"], per_call(plain))
+        for name, patches in removals.items():
+            saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
+            for owner, attr, value in patches:
+                setattr(owner, attr, value)
+            try:
+                best[name] = min(best[name], per_call(profiled))
+            finally:
+                for owner, attr, value in saved:
+                    setattr(owner, attr, value)
+    processor.shutdown()
+    whole = best["whole"] - best["otel"]
+    steps = {"otel_span_us": best["otel"], "no_sample_extra_us": whole}
+    for name in removals:
+        if name != "whole":
+            steps[name] = whole - (best[name] - best["otel"])
+    return steps
+
+
 def sleepy_handler() -> None:
     sleepy_service()
 
@@ -504,11 +613,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(VARIANTS)} (otel is always run)",
     )
     parser.add_argument("--no-requests", action="store_true", help="only the fixed costs (~10 s)")
+    parser.add_argument(
+        "--steps",
+        action="store_true",
+        help="only the per-step cost of a sampler-mode request that gets no sample (~20 s)",
+    )
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         variant, endpoint, count = args.worker
         print(json.dumps(run_worker(variant, endpoint, int(count))))
+        return 0
+    if args.steps:
+        steps = no_sample_steps()
+        print("sampler mode, a profiled request that gets no sample: CPU µs of its thread")
+        print(f"  {'OTel SERVER span alone':<40}{steps.pop('otel_span_us'):>8.1f}")
+        print(f"  {'extra with the processor (whole)':<40}{steps.pop('no_sample_extra_us'):>8.1f}")
+        print("  of which, removing one step at a time saves:")
+        for name, saved in steps.items():
+            print(f"    {name:<38}{saved:>8.1f}")
         return 0
 
     variants = VARIANTS

@@ -36,6 +36,7 @@ from otel_pyinstrument_processor.sampling import SamplingPolicy
 from otel_pyinstrument_processor.span_enrichment import (
     attribute_cap,
     install_end_hook,
+    own_attributes,
     restore_end,
     set_profile_attributes,
 )
@@ -207,11 +208,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             if self._is_shutdown:
                 return
             current = current_profile.get()
-            # The SDK's public `attributes` copies into a read-only proxy (~1 µs); the span's
-            # own mapping is read, never written, here.
-            attributes = getattr(span, "_attributes", None)
-            if attributes is None:
-                attributes = span.attributes
+            attributes = own_attributes(span)
             if not self._wants_profile(span, attributes):
                 if current is not None and current.active and self._track_children:
                     if len(self._children) >= _MAX_TRACKED_CHILDREN:
@@ -240,7 +237,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             start, end = span.start_time, span.end_time
             duration = (end - start) / 1e9 if start is not None and end is not None else 0.0
             metrics.add_span(
-                span.attributes,
+                own_attributes(span),
                 duration,
                 track_sql=self._track_sql,
                 track_cache=self._track_cache,
@@ -292,8 +289,9 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         except BaseException:
             self._modes.stop(state)
             raise
-        with self._lock:
-            self._active.add(state)
+        # set.add is atomic (the GIL, or the set's own lock in free-threaded builds);
+        # shutdown copies the set with list(), atomic too: no processor lock per request.
+        self._active.add(state)
         state.token = current_profile.set(marker)
         self._stats.increment("profiles_started")
 

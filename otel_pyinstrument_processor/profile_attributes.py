@@ -63,14 +63,18 @@ class ProfileAttributes:
         worker_records: list[tuple[list[str], float]],
         max_bytes: Callable[[], int],
     ) -> dict[str, Any]:
-        """The span attributes for ``profile``: sample count, interval, duration, CPU time,
-        the request metrics, and the encoded tree (at most ``max_bytes()`` characters,
-        asked only when there is a tree to encode)."""
-        attributes: dict[str, Any] = {
-            attrs.PROFILE_SAMPLE_COUNT: len(profile.records),
-            attrs.PROFILE_INTERVAL: profile.interval,
-            attrs.PROFILE_DURATION: profile.duration,
-        }
+        """The span attributes for ``profile``: sample count, CPU time, the request
+        metrics, the interval and duration when the profile has samples, and the encoded
+        tree (at most ``max_bytes()`` characters, asked only when there is a tree to
+        encode)."""
+        records = profile.records
+        attributes: dict[str, Any] = {attrs.PROFILE_SAMPLE_COUNT: len(records)}
+        if records or worker_records:
+            # Without a sample they describe no profile (the span's own times say as much)
+            # and each attribute costs the SDK ~1 µs to validate and store; in sampler
+            # mode most short requests get no sample.
+            attributes[attrs.PROFILE_INTERVAL] = profile.interval
+            attributes[attrs.PROFILE_DURATION] = profile.duration
         if profile.cpu_time is not None:
             attributes[attrs.CPU_TIME] = profile.cpu_time
         attributes.update(metrics.span_attributes(track_memory=self._track_memory))
@@ -82,7 +86,6 @@ class ProfileAttributes:
             attributes[attrs.PROFILE_DROPPED_FAST] = True
             self._stats.increment("profiles_dropped_fast")
             return attributes
-        records = profile.records
         if not records and not worker_records:
             self._stats.increment("profiles_empty")
             return attributes

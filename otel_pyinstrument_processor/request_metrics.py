@@ -39,6 +39,7 @@ _MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
 # where the inherited descriptor would still describe the parent.
 _statm: tuple[int, int] | None = None  # (pid, fd)
 _statm_lock = threading.Lock()
+_COUNTERS_LOCK = threading.Lock()  # RequestMetrics' counters, all requests
 
 
 def current_rss() -> int | None:
@@ -81,7 +82,10 @@ class RequestMetrics:
     )
 
     def __init__(self, *, track_memory: bool, slow_query_threshold: float = 0.1) -> None:
-        self.lock = threading.Lock()
+        # One lock for every request's counters: a lock per request cost an allocation on
+        # every profiled request (most count no child span at all), and the critical
+        # sections are a few additions long.
+        self.lock = _COUNTERS_LOCK
         self.slow_query_threshold = slow_query_threshold
         # Set when the framework counts queries itself (Django's execute_wrapper): database
         # child spans are then not counted a second time.
@@ -132,16 +136,9 @@ class RequestMetrics:
 
     def span_attributes(self, *, track_memory: bool) -> dict[str, Any]:
         """The ``pystrument.*`` metric attributes for the entry span."""
-        with self.lock:
-            values: dict[str, Any] = {}
-            if self.query_count:
-                values[attrs.DB_QUERY_COUNT] = self.query_count
-                values[attrs.DB_QUERY_TIME] = self.query_time
-                values[attrs.DB_SLOW_QUERIES] = self.slow_queries
-            if self.cache_hits or self.cache_misses or self.cache_time:
-                values[attrs.CACHE_HITS] = self.cache_hits
-                values[attrs.CACHE_MISSES] = self.cache_misses
-                values[attrs.CACHE_TIME] = self.cache_time
+        values: dict[str, Any] = {}
+        if self.query_count or self.cache_hits or self.cache_misses or self.cache_time:
+            self._add_counters(values)
         if track_memory:
             end = current_rss()
             if end is not None and self.rss_start is not None:
@@ -150,3 +147,16 @@ class RequestMetrics:
             if peak is not None:
                 values[attrs.MEMORY_PEAK] = peak
         return values
+
+    def _add_counters(self, values: dict[str, Any]) -> None:
+        # Read under the lock, so that a child span ending on another thread right now is
+        # counted whole or not at all.
+        with self.lock:
+            if self.query_count:
+                values[attrs.DB_QUERY_COUNT] = self.query_count
+                values[attrs.DB_QUERY_TIME] = self.query_time
+                values[attrs.DB_SLOW_QUERIES] = self.slow_queries
+            if self.cache_hits or self.cache_misses or self.cache_time:
+                values[attrs.CACHE_HITS] = self.cache_hits
+                values[attrs.CACHE_MISSES] = self.cache_misses
+                values[attrs.CACHE_TIME] = self.cache_time

@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from opentelemetry.sdk.trace import Span
+from opentelemetry.sdk.trace import ReadableSpan, Span
 
 from otel_pyinstrument_processor.config import DENIED_HEADERS
 
 _HEADER_PREFIXES = ("http.request.header.", "http.response.header.")
+_HEADER_MARK = ".header."  # in every key that _HEADER_PREFIXES matches
 REDACTED = "[REDACTED]"
 
 
@@ -63,14 +64,34 @@ def attribute_cap(span: Span, max_bytes: int) -> int:
     return max_bytes
 
 
+def own_attributes(span: ReadableSpan) -> Mapping[str, Any] | None:
+    """The span's attributes as a plain mapping, to read and never write: the SDK's own
+    dict where it can be reached, else the public ``attributes``.
+
+    The public property wraps the SDK's ``BoundedAttributes`` in a read-only proxy (~1 µs),
+    and ``BoundedAttributes.get`` is ``Mapping.get``, which raises and catches a
+    ``KeyError`` on every miss (~1 µs each); the processor looks up several attributes
+    that most spans lack (``db.system``, ``cache.hit``, ``pystrument.profile``)."""
+    attributes = getattr(span, "_attributes", None)
+    if attributes is None:
+        return span.attributes
+    plain = getattr(attributes, "_dict", None)
+    return plain if isinstance(plain, dict) else attributes
+
+
 def redacted_headers(attributes: Mapping[str, Any] | None) -> dict[str, str]:
     """Overwrites for captured credential headers among ``attributes`` (the
     instrumentations were told not to capture them; this catches an allow-list set
-    elsewhere)."""
+    elsewhere). ``attributes`` is best a plain mapping (see :func:`own_attributes`)."""
     if not attributes:
         return {}
+    # One substring test over the joined keys is ~4x cheaper than a startswith per key,
+    # and most spans capture no header at all.
+    keys = list(attributes)
+    if _HEADER_MARK not in "\n".join(keys):
+        return {}
     redacted: dict[str, str] = {}
-    for key in [key for key in attributes if key.startswith(_HEADER_PREFIXES)]:
+    for key in [key for key in keys if key.startswith(_HEADER_PREFIXES)]:
         name = key.rsplit(".", 1)[1].replace("_", "-")
         if name in DENIED_HEADERS:
             redacted[key] = REDACTED
@@ -81,10 +102,7 @@ def set_profile_attributes(span: Span, attributes: dict[str, Any], tree_key: str
     """Set ``attributes`` (plus credential-header redactions) on ``span``; True when the span
     kept the value under ``tree_key`` (or there was none), False when it dropped it (e.g. the
     span was already at its attribute-count limit). Raises what the SDK raises."""
-    # The span's own mapping is only read here; the public `attributes` wraps it in a proxy.
-    own = getattr(span, "_attributes", None)
-    current = own if own is not None else span.attributes
-    attributes.update(redacted_headers(current))
+    attributes.update(redacted_headers(own_attributes(span)))
     span.set_attributes(attributes)
     tree = attributes.get(tree_key)
     if tree is None:

@@ -55,7 +55,7 @@ def thread_profile() -> Iterator[None]:
             session = profiler.stop()
             skip = len(session.start_call_stack)
             records = [(stack[skip:], elapsed) for stack, elapsed in session.frame_records]
-            with marker.metrics.lock:  # one lock per request is enough for this list too
+            with marker.metrics.lock:  # the metrics' (shared) lock guards this list too
                 marker.worker_records.extend(records)
         except Exception:
             _logger.debug("pystrument: could not stop a worker-thread profile", exc_info=True)

@@ -96,7 +96,7 @@ def test_cap_limits_profiled_requests(rig_factory) -> None:
     rig = rig_factory(max_profiles_per_second=3)
     for _ in range(10):
         rig.request("/api/x")
-    profiled = [s for s in rig.spans() if attrs.PROFILE_DURATION in (s.attributes or {})]
+    profiled = [s for s in rig.spans() if attrs.PROFILE_SAMPLE_COUNT in (s.attributes or {})]
     assert len(profiled) == 3
     assert rig.processor.stats.profiles_started == 3
 
@@ -106,7 +106,7 @@ def test_excluded_path_is_not_profiled(rig_factory) -> None:
     rig.request("/health", 0.01)
     rig.request("/api/x", 0.01)
     by_name = {s.name: s for s in rig.spans()}
-    assert attrs.PROFILE_DURATION not in by_name["GET /health"].attributes
+    assert attrs.PROFILE_SAMPLE_COUNT not in by_name["GET /health"].attributes
     assert attrs.PROFILE_TREE in by_name["GET /api/x"].attributes
 
 

@@ -236,3 +236,31 @@ def test_forked_child_samples_with_its_own_thread() -> None:
         text=True,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_request_without_a_sample_carries_cpu_time_and_the_sample_count_only() -> None:
+    # A 10 s interval: the sampling thread never ticks during these requests.
+    h = Harness(PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=10.0))
+    try:
+        for index in range(3):
+            with h.tracer.start_as_current_span(
+                f"GET /{index}",
+                kind=SpanKind.SERVER,
+                attributes={"http.request.header.authorization": ("secret",)},
+            ):
+                query = h.tracer.start_span("SELECT", attributes={"db.system": "sqlite"})
+                query.end()
+        spans = h.spans()
+        for index in range(3):
+            span = spans[f"GET /{index}"].attributes
+            assert span[attrs.PROFILE_SAMPLE_COUNT] == 0
+            assert span[attrs.CPU_TIME] >= 0
+            assert span[attrs.DB_QUERY_COUNT] == 1  # child spans still counted
+            # Still redacted on the cheap path: the header scan reads the SDK's own dict.
+            assert span["http.request.header.authorization"] == "[REDACTED]"
+            assert attrs.PROFILE_INTERVAL not in span
+            assert attrs.PROFILE_DURATION not in span
+            assert attrs.PROFILE_TREE not in span
+        assert h.processor.stats.profiles_empty == 3
+    finally:
+        h.provider.shutdown()
