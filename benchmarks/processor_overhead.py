@@ -1,5 +1,8 @@
 """Overhead of the span processor against OpenTelemetry alone and against the peers.
 
+The peers are an extra: ``.venv/bin/pip install -e ".[dev,bench]"`` first, or Sentry and
+Pyroscope are reported as "did not run" (``make test``'s venv has only ``[dev]``).
+
 Two parts, both printed as ratios:
 
 1. Request overhead. One Flask app, two endpoints: ``/fast`` (~1 ms of Python) and ``/mixed``
