@@ -184,7 +184,9 @@ class StackSampler:
         last_busy = time.monotonic()
         while True:
             with self._lock:
-                if self._stopping:
+                # A thread that release() gave up waiting for, or whose place a begin() right
+                # after release() gave to a new thread, ends here: one sampler per process.
+                if self._stopping or self._thread is not threading.current_thread():
                     return
                 interval = self._interval
                 idle = False

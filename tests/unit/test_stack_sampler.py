@@ -15,7 +15,11 @@ from opentelemetry.trace import SpanKind
 
 from otel_pyinstrument_processor import ConfigError, ProfilerConfig, PyinstrumentSpanProcessor
 from otel_pyinstrument_processor import attributes as attrs
-from otel_pyinstrument_processor.stack_sampler import frame_identifier, shared_sampler
+from otel_pyinstrument_processor.stack_sampler import (
+    StackSampler,
+    frame_identifier,
+    shared_sampler,
+)
 from tests.unit.test_processor import (
     Harness,
     assert_two_concurrent_requests_see_only_their_own_frames,
@@ -116,6 +120,30 @@ def test_thread_starts_on_the_first_profiled_span_and_stops_on_shutdown() -> Non
     h.provider.shutdown()
     assert sampler_threads() == []
     assert shared_sampler().running is False
+
+
+def test_a_begin_during_release_leaves_one_sampling_thread() -> None:
+    """release() lets go of the lock before it joins the thread: a begin() in that window
+    starts a new thread; the old one must end rather than sample beside it."""
+    sampler = StackSampler()
+    first, second = object(), object()
+    request = sampler.begin(first, 0.005, sys._getframe())
+    old = sampler._thread
+    sampler.end(request)
+    with sampler._lock:  # what release() has done when it lets go of the lock to join
+        sampler._users.clear()
+        sampler._stopping = True
+        sampler._thread = None
+    request = sampler.begin(second, 0.005, sys._getframe())  # a request starts right then
+    try:
+        assert old is not None
+        old.join(timeout=5)
+        assert not old.is_alive()
+        assert sampler.running and sampler._thread is not old
+    finally:
+        sampler.end(request)
+        sampler.release(second)
+    assert not sampler.running
 
 
 def test_span_ended_on_another_thread_keeps_its_samples(harness: Harness) -> None:
