@@ -226,7 +226,12 @@ def _sender(target: str, key: str, payloads: list[bytes], seconds: float, thread
             )
             n = i
             while time.monotonic() < stop_at:
-                fresh = (os.getpid() << 24 | i << 20 | sent[i]).to_bytes(len(ID_PREFIX), "big")
+                # 16 bits of pid, 12 of sender, 20 of count: distinct for up to 4,096
+                # senders (a sender's bits once overlapped the pid's past 16 senders, so two
+                # senders could send the same traces, which the store rightly stored once).
+                fresh = ((os.getpid() & 0xFFFF) << 32 | i << 20 | sent[i]).to_bytes(
+                    len(ID_PREFIX), "big"
+                )
                 payload = payloads[n % len(payloads)].replace(ID_PREFIX, fresh)
                 sent[i] += 1
                 n += threads
@@ -348,7 +353,9 @@ def end_to_end(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="end-to-end run length")
-    parser.add_argument("--senders", type=int, default=8, help="concurrent gRPC exporters")
+    parser.add_argument(
+        "--senders", type=int, default=8, help="concurrent gRPC exporters (at most 4096)"
+    )
     parser.add_argument(
         "--bound",
         type=int,
