@@ -89,7 +89,7 @@ def spin_cpu(seconds: float) -> None:
     end = time.thread_time() + seconds
     while time.thread_time() < end:
         pass
-    request = shared_sampler()._requests.get(threading.get_ident())
+    request = shared_sampler().request_on(threading.get_ident())
     give_up = time.monotonic() + 10.0
     while request is not None and len(request.records) < 2 and time.monotonic() < give_up:
         pass
@@ -227,7 +227,7 @@ def busy_in_child():
     end = time.perf_counter() + 0.06
     while time.perf_counter() < end:
         pass
-    request = shared_sampler()._requests.get(threading.get_ident())
+    request = shared_sampler().request_on(threading.get_ident())
     give_up = time.monotonic() + 10.0
     while request is not None and len(request.records) < 2 and time.monotonic() < give_up:
         pass
