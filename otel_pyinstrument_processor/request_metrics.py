@@ -134,9 +134,8 @@ class RequestMetrics:
             if duration >= self.slow_query_threshold:
                 self.slow_queries += 1
 
-    def span_attributes(self, *, track_memory: bool) -> dict[str, Any]:
-        """The ``pystrument.*`` metric attributes for the entry span."""
-        values: dict[str, Any] = {}
+    def add_span_attributes(self, values: dict[str, Any], *, track_memory: bool) -> None:
+        """Add the ``pystrument.*`` metric attributes for the entry span to ``values``."""
         if self.query_count or self.cache_hits or self.cache_misses or self.cache_time:
             self._add_counters(values)
         if track_memory:
@@ -146,7 +145,6 @@ class RequestMetrics:
             peak = peak_rss()
             if peak is not None:
                 values[attrs.MEMORY_PEAK] = peak
-        return values
 
     def _add_counters(self, values: dict[str, Any]) -> None:
         # Read under the lock, so that a child span ending on another thread right now is
