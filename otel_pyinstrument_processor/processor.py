@@ -16,6 +16,7 @@ import random
 import sys
 import threading
 import types
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.context import Context
@@ -214,7 +215,10 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             if self._is_shutdown:
                 return
             current = current_profile.get()
-            attributes = own_attributes(span)
+            try:  # own_attributes, inline: this runs for every span
+                attributes: Mapping[str, Any] | None = span._attributes._dict
+            except AttributeError:
+                attributes = own_attributes(span)
             # Profiled: SERVER spans and spans started with pystrument.profile=True (False
             # opts out). Inline: this runs for every span, child spans included.
             requested = attributes.get(attrs.PROFILE_REQUESTED) if attributes else None

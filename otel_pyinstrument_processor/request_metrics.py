@@ -66,37 +66,30 @@ def peak_rss() -> int | None:
 
 
 class RequestMetrics:
-    """Counters of one entry span, filled from its child spans (any thread)."""
+    """Counters of one entry span, filled from its child spans (any thread).
 
-    __slots__ = (
-        "cache_hits",
-        "cache_misses",
-        "cache_time",
-        "lock",
-        "queries_counted_by_app",
-        "query_count",
-        "query_time",
-        "rss_start",
-        "slow_queries",
-        "slow_query_threshold",
-    )
+    No ``__slots__``: the counters start as class-level zeros, so that making one per
+    profiled request (most count no child span at all) sets two fields, not ten.
+    """
+
+    # One lock for every request's counters: a lock per request cost an allocation on
+    # every profiled request, and the critical sections are a few additions long.
+    lock = _COUNTERS_LOCK
+    # Set when the framework counts queries itself (Django's execute_wrapper): database
+    # child spans are then not counted a second time.
+    queries_counted_by_app = False
+    query_count = 0
+    query_time = 0.0
+    slow_queries = 0
+    cache_hits = 0
+    cache_misses = 0
+    cache_time = 0.0
+    rss_start: int | None = None
 
     def __init__(self, *, track_memory: bool, slow_query_threshold: float = 0.1) -> None:
-        # One lock for every request's counters: a lock per request cost an allocation on
-        # every profiled request (most count no child span at all), and the critical
-        # sections are a few additions long.
-        self.lock = _COUNTERS_LOCK
         self.slow_query_threshold = slow_query_threshold
-        # Set when the framework counts queries itself (Django's execute_wrapper): database
-        # child spans are then not counted a second time.
-        self.queries_counted_by_app = False
-        self.query_count = 0
-        self.query_time = 0.0
-        self.slow_queries = 0
-        self.cache_hits = 0
-        self.cache_misses = 0
-        self.cache_time = 0.0
-        self.rss_start = current_rss() if track_memory else None
+        if track_memory:
+            self.rss_start = current_rss()
 
     def add_span(
         self,

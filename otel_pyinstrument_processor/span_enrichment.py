@@ -35,6 +35,9 @@ _logger = logging.getLogger(__name__)
 _HEADER_PREFIXES = ("http.request.header.", "http.response.header.")
 _HEADER_MARK = ".header."  # in every key that _HEADER_PREFIXES matches
 REDACTED = "[REDACTED]"
+# The longest string value the processor writes besides the tree (the tree format name is
+# shorter): under a value-length limit at least this long, no value of ours is cut.
+_LONGEST_FIXED_VALUE = 64
 
 
 def _ending_hook_works() -> bool:
@@ -144,20 +147,28 @@ def write_ending_attributes(span: Span, attributes: dict[str, Any], tree_key: st
         return set_profile_attributes(span, attributes, tree_key)
     if _HEADER_MARK in "\n".join(plain):  # cheap test first: most spans capture no header
         attributes.update(redacted_headers(plain))
-    if bounded.maxlen == 0:  # the SDK keeps no attribute at all: count them as dropped
+    maxlen, max_length = bounded.maxlen, bounded.max_value_len
+    if maxlen == 0:  # the SDK keeps no attribute at all: count them as dropped
         with bounded._lock:
             bounded.dropped += len(attributes)
         return tree_key not in attributes
-    max_length = bounded.max_value_len
     with bounded._lock:
-        for key, value in attributes.items():
-            if max_length is not None and type(value) is str and len(value) > max_length:
-                value = value[:max_length]
-            if key not in plain and bounded.maxlen is not None and len(plain) >= bounded.maxlen:
-                # What BoundedAttributes does, warning included.
-                bounded._setitem_locked(key, value)
-            else:
-                plain[key] = value
+        if (maxlen is None or len(plain) + len(attributes) <= maxlen) and (
+            max_length is None or max_length >= _LONGEST_FIXED_VALUE
+        ):
+            # The common case, one C call: room for every value, and no string that the
+            # value-length limit would cut (the tree is encoded under that limit, see
+            # attribute_cap; the processor's other strings are short constants).
+            plain.update(attributes)
+        else:
+            for key, value in attributes.items():
+                if max_length is not None and type(value) is str and len(value) > max_length:
+                    value = value[:max_length]
+                if key not in plain and maxlen is not None and len(plain) >= maxlen:
+                    # What BoundedAttributes does, warning included.
+                    bounded._setitem_locked(key, value)
+                else:
+                    plain[key] = value
     tree = attributes.get(tree_key)
     return tree is None or plain.get(tree_key) is tree
 

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from pyinstrument.frame_info import ATTRIBUTE_MARKER_CLASS_NAME, ATTRIBUTES_SEP, IDENTIFIER_SEP
@@ -48,23 +49,30 @@ _PACKAGE_DIR = os.path.dirname(__file__) + os.sep
 
 
 class SampledRequest:
-    """The samples of one request's thread, filled by the sampling thread."""
+    """The samples of one request's thread, filled by the sampling thread.
 
-    __slots__ = (
-        "aggregate_from",
-        "aggregator",
-        "anchor",
-        "deadline",
-        "ended",
-        "last",
-        "records",
-        "seen",
-        "start_call_stack",
-        "started",
-        "stem_frames",
-        "stopped_early",
-        "thread_id",
-    )
+    No ``__slots__``: the fields that most requests never change are class-level defaults,
+    so that registering a request sets only the few it needs (a store each costs here).
+    """
+
+    start_call_stack: Sequence[str] = ()
+    """Identifiers of the frame that started the profile and its callers, root first
+    (pyinstrument's ``Session.start_call_stack``, used to trim the tree's stem); filled
+    by the sampling thread at the first sample, so the request thread never walks it."""
+    # id(frame) -> (frame, its index in start_call_stack): a sample's walk stops at the
+    # first of these and reuses the identifiers above it. The frames are kept alive here
+    # so that their ids cannot be reused while the request runs.
+    stem_frames: dict[int, tuple[types.FrameType, int]] | None = None
+    stopped_early = False
+    # The sampling thread also aggregates the samples into a tree as it takes them, once
+    # the request has run `aggregate_after` seconds (keep-if-slow drops faster ones' trees
+    # unbuilt), so the request's thread only finishes the tree. The aggregator is made at
+    # the first sample: most short requests get none.
+    aggregator: StackAggregator | None = None
+    # Set by StackSampler.end on the request's side, and by the sampling thread when it
+    # takes the request in (see StackSampler.end for why this order needs no lock).
+    ended = False
+    seen = False
 
     def __init__(
         self,
@@ -77,28 +85,10 @@ class SampledRequest:
         # The frame from which the sampling thread walks the stem at the first sample (see
         # _stem_anchor); held until the end, so that it cannot be freed and its id reused.
         self.anchor = _stem_anchor(caller)
-        self.start_call_stack: list[str] = []
-        """Identifiers of the frame that started the profile and its callers, root first
-        (pyinstrument's ``Session.start_call_stack``, used to trim the tree's stem); filled
-        by the sampling thread at the first sample, so the request thread never walks it."""
-        # id(frame) -> (frame, its index in start_call_stack): a sample's walk stops at the
-        # first of these and reuses the identifiers above it. The frames are kept alive here
-        # so that their ids cannot be reused while the request runs.
-        self.stem_frames: dict[int, tuple[types.FrameType, int]] | None = None
-        self.started = self.last = time.perf_counter()
-        self.deadline = None if max_duration is None else self.started + max_duration
+        self.started = self.last = started = time.perf_counter()
+        self.deadline = None if max_duration is None else started + max_duration
         self.records: list[tuple[list[str], float]] = []
-        self.stopped_early = False
-        # The sampling thread also aggregates the samples into a tree as it takes them, once
-        # the request has run `aggregate_after` seconds (keep-if-slow drops faster ones'
-        # trees unbuilt), so the request's thread only finishes the tree. The aggregator is
-        # made at the first sample: most short requests get none.
-        self.aggregator: StackAggregator | None = None
-        self.aggregate_from = None if aggregate_after is None else self.started + aggregate_after
-        # Set by StackSampler.end on the request's side, and by the sampling thread when it
-        # takes the request in (see StackSampler.end for why this order needs no lock).
-        self.ended = False
-        self.seen = False
+        self.aggregate_from = None if aggregate_after is None else started + aggregate_after
 
     @property
     def duration(self) -> float:
@@ -132,7 +122,10 @@ class StackSampler:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._idle = False  # the thread waits on _wake (no request for _IDLE_AFTER seconds)
-        self._codes: dict[types.CodeType, str] = {}
+        # id(code) -> (code, its identifier). Keyed by id: a code object's hash is computed
+        # afresh from its fields at every lookup (~0.4 µs), and a sample looks up every
+        # frame of the stack. The entry holds the code, so its id cannot be reused.
+        self._codes: dict[int, tuple[types.CodeType, str]] = {}
 
     @property
     def running(self) -> bool:
@@ -327,10 +320,8 @@ class StackSampler:
                 # From here up the stack is the one the profile started in.
                 stack.reverse()
                 return request.start_call_stack[: known[1] + 1] + stack
-            identifier = codes.get(frame.f_code)
-            if identifier is None:
-                identifier = self._identifier(frame.f_code)
-            stack.append(identifier)
+            entry = codes.get(id(frame.f_code))
+            stack.append(self._identifier(frame.f_code) if entry is None else entry[1])
             frame = frame.f_back
         stack.reverse()
         return stack
@@ -349,19 +340,20 @@ class StackSampler:
         return {id(frame): (frame, index) for index, frame in enumerate(frames)}
 
     def _identifier(self, code: types.CodeType) -> str:
-        identifier = self._codes.get(code)
-        if identifier is None:
+        entry = self._codes.get(id(code))
+        if entry is None:
             if len(self._codes) >= _MAX_CACHED_CODES:
                 self._codes.clear()
-            identifier = self._codes[code] = frame_identifier(code)
-        return identifier
+            entry = self._codes[id(code)] = (code, frame_identifier(code))
+        return entry[1]
 
 
 _SUSPENDING = (
     inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 ) | inspect.CO_ITERABLE_COROUTINE
 _PLUMBING = (f"{os.sep}opentelemetry{os.sep}", f"{os.sep}contextlib.py", _PACKAGE_DIR)
-_verdicts: dict[types.CodeType, bool] = {}  # code -> is it span-starting plumbing?
+# id(code) -> (code, is it span-starting plumbing?); keyed by id as StackSampler._codes.
+_verdicts: dict[int, tuple[types.CodeType, bool]] = {}
 # The SDK's Tracer.start_span: two frames above the caller of a processor's on_start
 # (SynchronousMultiSpanProcessor.on_start <- Span.start <- Tracer.start_span).
 _START_SPAN_CODE: types.CodeType | None = getattr(
@@ -406,14 +398,15 @@ def _application_frame(frame: types.FrameType | None) -> types.FrameType | None:
     depth = 0
     while frame is not None and depth < _MAX_STACK_DEPTH:
         code = frame.f_code
-        plumbing = verdicts.get(code)
-        if plumbing is None:
+        entry = verdicts.get(id(code))
+        if entry is None:
             if len(verdicts) >= _MAX_CACHED_CODES:
                 verdicts.clear()
-            plumbing = verdicts[code] = bool(code.co_flags & _SUSPENDING) or any(
+            plumbing = bool(code.co_flags & _SUSPENDING) or any(
                 part in code.co_filename for part in _PLUMBING
             )
-        if not plumbing:
+            entry = verdicts[id(code)] = (code, plumbing)
+        if not entry[1]:
             return frame
         frame = frame.f_back
         depth += 1

@@ -166,9 +166,12 @@ def test_max_trace_duration_stops_sampling() -> None:
             busy_alpha()
         attributes = h.spans()["runaway"].attributes
         assert attributes[attrs.PROFILE_STOPPED_EARLY] is True
-        # Only samples within the first 20 ms were kept (none if the sampler was late).
+        # Only samples within the first 20 ms were kept (none if the sampler was late: on a
+        # loaded machine its first tick came after the deadline, and a profile without a
+        # sample carries no duration).
         assert attributes[attrs.PROFILE_SAMPLE_COUNT] <= 10
-        assert attributes[attrs.PROFILE_DURATION] >= 0.05
+        if attributes[attrs.PROFILE_SAMPLE_COUNT]:
+            assert attributes[attrs.PROFILE_DURATION] >= 0.05
     finally:
         h.provider.shutdown()
 
