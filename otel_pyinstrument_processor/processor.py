@@ -307,8 +307,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         self._stats.increment("profiles_started")
 
     def _end_hooked(self, state: ActiveProfile) -> None:
-        # end() overridden on the span instance (an SDK without _on_ending): undo that.
-        restore_end(state.span, state.previous_end)
+        # end() overridden on the span instance (an SDK without _on_ending).
         if self._active.pop(id(state.span), None) is state:
             self._finish(state)
 
@@ -318,6 +317,8 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         state.finished = True
         state.marker.active = False
         try:
+            if not self._ending_hook:
+                restore_end(state.span, state.previous_end)  # undo the end() override
             token, state.token = state.token, None
             if token is not None:
                 # contextlib.suppress would cost ~1 µs a request here.

@@ -288,7 +288,12 @@ def test_span_ended_on_another_thread_drops_the_profile_and_cleans_up(harness: H
     worker.shutdown()
 
 
-def test_shutdown_stops_running_profilers_and_span_still_ends(harness: Harness) -> None:
+@pytest.mark.parametrize("ending_hook", [True, False], ids=["on_ending", "end_override"])
+def test_shutdown_stops_running_profilers_and_span_still_ends(
+    monkeypatch: pytest.MonkeyPatch, ending_hook: bool
+) -> None:
+    monkeypatch.setattr(processor_module, "ENDING_HOOK_WORKS", ending_hook)
+    harness = Harness(PyinstrumentSpanProcessor())
     span = harness.tracer.start_span("long", kind=SpanKind.SERVER)
     assert len(get_stack_sampler().subscribers) == 1
     harness.processor.shutdown()
@@ -300,6 +305,7 @@ def test_shutdown_stops_running_profilers_and_span_still_ends(harness: Harness) 
     with harness.tracer.start_as_current_span("late", kind=SpanKind.SERVER):
         pass
     assert harness.processor.stats.profiles_started == 1
+    harness.provider.shutdown()
 
 
 @pytest.mark.parametrize("ending_hook", [True, False], ids=["on_ending", "end_override"])
