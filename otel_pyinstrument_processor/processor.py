@@ -247,7 +247,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         """Count a child span of a profiled entry span into its request metrics (the tree
-        itself was attached just before the entry span ended)."""
+        itself was attached as the entry span ended, in _on_ending)."""
         if not self._children:
             return
         try:
