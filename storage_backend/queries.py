@@ -12,6 +12,8 @@ Requests (`request_queries`):
 - `get_request(db, record_id, project_id=None)` -> `RequestDetail | None`: the record, its
   trace's spans (`SpanView`s in start order), the decoded `CallNode` tree and the brief's
   flat `function_calls` (via `otel_pyinstrument_processor.flatten`).
+- `get_record_profile(db, record_id, project_id=None)` -> `RecordProfile | None`: the
+  decoded tree and its span's identity, for the exports of `storage_backend.profile_exports`.
 - `requests_of_trace(db, project_ids, trace_id)` -> `list[RequestSummary]`: a trace's
   requests (the id as pasted, or a `traceparent` value; `normalize_trace_id` checks it).
 
@@ -58,6 +60,8 @@ from storage_backend.query_models import (
     to_dict,
 )
 from storage_backend.request_queries import (
+    RecordProfile,
+    get_record_profile,
     get_request,
     list_requests,
     normalize_trace_id,
@@ -75,6 +79,7 @@ __all__ = [
     "EndpointVersionDelta",
     "FunctionDelta",
     "LatencyStats",
+    "RecordProfile",
     "RequestDetail",
     "RequestFilter",
     "RequestPage",
@@ -88,6 +93,7 @@ __all__ = [
     "compare_versions",
     "endpoint_summary",
     "endpoint_trends",
+    "get_record_profile",
     "get_request",
     "list_requests",
     "list_versions",

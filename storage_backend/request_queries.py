@@ -256,6 +256,63 @@ def decode_record_tree(doc: dict[str, Any]) -> tuple[CallTreeNode | None, str | 
         return None, str(exc)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordProfile:
+    """A request's call tree with what an export links it to (`profile_exports`)."""
+
+    tree: CallTreeNode
+    trace_id: str
+    span_id: str
+    start_unix_nano: int
+    duration_nano: int
+    resource: dict[str, str]
+    interval: float | None
+    endpoint: str
+
+
+def get_record_profile(
+    db: Database, record_id: str, project_id: str | None = None
+) -> RecordProfile | None:
+    """One request's decoded call tree and its span's identity; None when there is no such
+    record (in `project_id`, when given) or it carries no tree. Raises ProfileDecodeError
+    for a stored tree that cannot be read."""
+    query: dict[str, Any] = {"_id": record_id}
+    if project_id is not None:
+        query["project_id"] = project_id
+    with translate_errors():
+        doc = db[PERFORMANCE_RECORDS].find_one(query)
+    profile = (doc or {}).get("profile") or {}
+    if doc is None or not profile.get("tree"):
+        return None
+    tree = decode_profile(profile["tree"], profile.get("format"))
+    service = doc.get("service") or {}
+    resource = {
+        key: str(service[field])
+        for key, field in (
+            ("service.name", "name"),
+            ("service.namespace", "namespace"),
+            ("service.instance.id", "instance_id"),
+        )
+        if service.get(field)
+    }
+    version = (doc.get("version_info") or {}).get("app_version")
+    if version:
+        resource["service.version"] = str(version)
+    started = as_utc(doc["timestamp"])
+    duration = float((doc.get("performance_metrics") or {}).get("total_duration") or 0.0)
+    interval = profile.get("interval")
+    return RecordProfile(
+        tree=tree,
+        trace_id=str(doc.get("trace_id") or ""),
+        span_id=str(doc.get("span_id") or ""),
+        start_unix_nano=int(started.timestamp() * 1e9),
+        duration_nano=round(duration * 1e9),
+        resource=resource,
+        interval=float(interval) if isinstance(interval, (int, float)) else None,
+        endpoint=str(doc.get("endpoint") or ""),
+    )
+
+
 def _span_views(spans: list[dict[str, Any]]) -> list[SpanView]:
     views = [
         SpanView(

@@ -7,15 +7,18 @@ id (`prj_...`) in paths and queries; the caller's header says who may see what (
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Query, Request, Response
 
 from collector_receiver.api.access import Caller, CallerDep
 from collector_receiver.api.collect_schema import CollectedRecordIn
 from collector_receiver.api.envelope import BODY_ERROR_CODES, ApiError, ErrorCode, success
+from otel_pyinstrument_processor import ProfileDecodeError
 from storage_backend import Store
+from storage_backend import profile_exports as exports
 from storage_backend import queries as q
 from storage_backend.collected import store_collected_records
 
@@ -109,6 +112,56 @@ def get_record(record_id: str, request: Request, caller: CallerDep):
     if detail is None:
         raise ApiError(ErrorCode.PARAMETER_ERROR, f"no performance record {record_id!r}")
     return success(q.to_dict(detail))
+
+
+_PROFILE_MEDIA = {
+    "folded": "text/plain; charset=utf-8",
+    "speedscope": "application/json",
+    "otlp": "application/x-protobuf",
+    "otlp-json": "application/json",
+}
+
+
+@router.get(
+    "/records/{record_id}/profile",
+    summary="One request's call tree for other tools: folded stacks, speedscope, OTLP profile",
+    response_class=Response,
+)
+def record_profile(
+    record_id: str,
+    request: Request,
+    caller: CallerDep,
+    format: Literal["folded", "speedscope", "otlp", "otlp-json"] = "folded",
+):
+    """The raw file, not the envelope: `folded` (collapsed stacks, self time in µs; for
+    flamegraph.pl, speedscope, Pyroscope `/ingest?format=folded`), `speedscope` (its JSON
+    file format), `otlp` / `otlp-json` (an OpenTelemetry `ProfilesData`, profiles
+    v1development, linked to the request's span)."""
+    scope = None if caller.is_admin else caller.project.id if caller.project else None
+    try:
+        found = q.get_record_profile(_store(request).db, record_id, scope)
+    except ProfileDecodeError as exc:
+        raise ApiError(
+            ErrorCode.PARAMETER_ERROR, f"the stored call tree is unreadable: {exc}"
+        ) from exc
+    if found is None:
+        raise ApiError(ErrorCode.PARAMETER_ERROR, f"no call tree for record {record_id!r}")
+    if format == "folded":
+        body: bytes | str = exports.folded_stacks(found.tree)
+    elif format == "speedscope":
+        body = json.dumps(exports.speedscope_profile(found.tree, name=found.endpoint))
+    else:
+        message = exports.otlp_profiles(
+            found.tree,
+            trace_id=found.trace_id,
+            span_id=found.span_id,
+            start_unix_nano=found.start_unix_nano,
+            duration_nano=found.duration_nano,
+            resource=found.resource,
+            interval_seconds=found.interval,
+        )
+        body = exports.otlp_json(message) if format == "otlp-json" else message.SerializeToString()
+    return Response(content=body, media_type=_PROFILE_MEDIA[format])
 
 
 @router.get("/traces/{trace_id}", summary="The requests of one trace (find a request by trace id)")

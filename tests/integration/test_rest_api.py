@@ -300,3 +300,48 @@ def test_a_request_is_found_by_its_trace_id(client: TestClient, store: Store):
     assert client.get(f"{url}?project_id={pid}", headers=admin()).json()["data"]["items"]
     bad = client.get("/api/v1/performance/traces/not-a-trace", headers=key_header(key)).json()
     assert bad["code"] == 10001 and "trace id" in bad["msg"]
+
+
+def test_a_call_tree_downloads_as_folded_stacks_speedscope_and_an_otlp_profile(
+    client: TestClient, store: Store
+):
+    from opentelemetry.proto.profiles.v1development.profiles_pb2 import ProfilesData
+
+    from otel_pyinstrument_processor import CallTreeNode
+
+    pid, key = _create(client, "exported")
+    tree = CallTreeNode(
+        "view", "app.py", 3, 0.3, 0.1, 30, [CallTreeNode("query", "db.py", 9, 0.2, 0.2, 20)]
+    )
+    now_ns = int(datetime.now(timezone.utc).timestamp() * 1e9)
+    store.ingest(store.projects.get(pid), _batch(0xF00D, tree=tree, start_ns=now_ns))
+    store.ingest(store.projects.get(pid), _batch(0xF00E, tree=None, start_ns=now_ns))
+    h = key_header(key)
+    items = client.get("/api/v1/performance/records", headers=h).json()["data"]["items"]
+    with_tree = next(i["id"] for i in items if i["trace_id"].endswith("f00d"))
+    without = next(i["id"] for i in items if i["trace_id"].endswith("f00e"))
+    url = f"/api/v1/performance/records/{with_tree}/profile"
+
+    folded = client.get(url, headers=h)
+    assert folded.headers["content-type"].startswith("text/plain")
+    assert folded.text.splitlines() == [
+        "view (app.py:3) 100000",
+        "view (app.py:3);query (db.py:9) 200000",
+    ]
+    speedscope = client.get(f"{url}?format=speedscope", headers=h).json()
+    assert [f["name"] for f in speedscope["shared"]["frames"]] == ["view", "query"]
+    otlp = ProfilesData.FromString(client.get(f"{url}?format=otlp", headers=h).content)
+    link = otlp.dictionary.link_table[1]
+    assert (link.trace_id.hex(), link.span_id.hex()) == (f"{0xF00D:032x}", "00000000000000a1")
+    assert otlp.resource_profiles[0].resource.attributes[0].value.string_value == "svc"
+    as_json = client.get(f"{url}?format=otlp-json", headers=h).json()
+    assert as_json["dictionary"]["linkTable"][1]["traceId"] == f"{0xF00D:032x}"
+
+    # No tree, a bad format, another project's key: clear refusals, never a file.
+    assert (
+        client.get(f"/api/v1/performance/records/{without}/profile", headers=h).json()["code"]
+        == 10001
+    )
+    assert client.get(f"{url}?format=pprof", headers=h).status_code in (400, 422)
+    _, other = _create(client, "not-theirs")
+    assert client.get(url, headers=key_header(other)).json()["code"] == 10001

@@ -7,9 +7,10 @@ import json
 import pytest
 
 from otel_pyinstrument_processor import CallTreeNode, iter_nodes
+from storage_backend.profile_exports import speedscope_profile
 from tests.ui.profiled import profiled_request
 from ui.components.flamegraph import flame_rows, hottest_frames, icicle_figure, short_location
-from ui.components.profile_export import profile_html, speedscope_profile
+from ui.components.profile_export import profile_html
 from ui.components.span_metrics import time_by_category
 from ui.components.text_tree import collapsible_html, console_text
 from ui.components.waterfall import waterfall_figure, waterfall_rows

@@ -140,7 +140,7 @@ def test_request_page_shows_flame_graph_text_tree_waterfall_and_downloads(app, s
     assert any(t.strip() == "SELECT" for t in waterfall["layout"]["yaxis"]["ticktext"][1:])
     tree_html = "".join(h.proto.body for h in at.get("html"))
     assert "<details" in tree_html and "fetch_exchange_rates" in tree_html
-    assert len(at.get("download_button")) == 2
+    assert len(at.get("download_button")) == 3
 
 
 def test_a_trace_id_link_opens_its_request_and_the_requests_page_finds_it(app, shop_data) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from storage_backend import queries as q
+from storage_backend.profile_exports import folded_stacks
 from ui import context, data
 from ui.components.analysis_report import job_status, render_analysis
 from ui.components.charts import format_ms
@@ -167,6 +168,15 @@ with tab_flame:
                 mime="application/json",
                 width="stretch",
                 help="Open at https://www.speedscope.app",
+            )
+            st.download_button(
+                "Folded stacks",
+                folded_stacks(tree),
+                file_name=f"profile-{s.id}.folded.txt",
+                mime="text/plain",
+                width="stretch",
+                help="One line per stack, self time in µs: flamegraph.pl, speedscope, "
+                "Pyroscope (`/ingest?format=folded`)",
             )
 with tab_text:
     if tree is None:
