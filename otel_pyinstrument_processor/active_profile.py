@@ -83,8 +83,8 @@ class StoppedProfile(NamedTuple):
     cpu_time: float | None
     """CPU seconds of the request's thread, when it was stopped on that thread."""
     aggregator: StackAggregator | None = None
-    """The records already aggregated (the first ``aggregator.samples`` of them), in
-    sampler mode."""
+    """The records already aggregated (the first ``aggregator.samples`` of them) by the
+    sampling thread or, in pyinstrument mode, by the call hook as the samples came."""
 
 
 class ProfileModes:

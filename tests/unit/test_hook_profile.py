@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from pyinstrument import Profiler
 from pyinstrument.frame import AWAIT_FRAME_IDENTIFIER, OUT_OF_CONTEXT_FRAME_IDENTIFIER
+from pyinstrument.session import Session
 from pyinstrument.stack_sampler import get_stack_sampler
 
 from otel_pyinstrument_processor import attributes as attrs
@@ -96,17 +97,22 @@ def rows(tree: CallTreeNode | None) -> list[tuple[int, str, str, int, float, flo
     ]
 
 
-def test_same_samples_records_and_tree_as_pyinstruments_profiler(clock: FakeClock) -> None:
-    caller = sys._getframe()
+def profile_both(clock: FakeClock, caller: types.FrameType) -> tuple[HookProfile, Session]:
+    """handle_request profiled by pyinstrument's Profiler and by a HookProfile at once:
+    both subscribe to this thread's sampler, so each sample goes to both (the fake clock
+    does not move between the subscriptions)."""
     profiler = Profiler(interval=INTERVAL, async_mode="disabled", use_timing_thread=False)
     hook = HookProfile(interval=INTERVAL, strict=False, max_duration=None, use_timing_thread=False)
-    # Both subscribe to this thread's sampler: each sample goes to both, and the fake clock
-    # does not move between the subscriptions.
     profiler.start(caller_frame=caller)
     hook.start(caller)
     handle_request(clock)
-    records = hook.stop()
-    session = profiler.stop()
+    hook.stop()
+    return hook, profiler.stop()
+
+
+def test_same_samples_records_and_tree_as_pyinstruments_profiler(clock: FakeClock) -> None:
+    hook, session = profile_both(clock, sys._getframe())
+    records = hook.records
 
     assert len(records) >= 8
     assert records == session.frame_records
@@ -131,14 +137,8 @@ def test_same_samples_records_and_tree_as_pyinstruments_profiler(clock: FakeCloc
 def test_the_span_attributes_are_the_same_as_from_a_pyinstrument_session(
     clock: FakeClock,
 ) -> None:
-    caller = sys._getframe()
-    profiler = Profiler(interval=INTERVAL, async_mode="disabled", use_timing_thread=False)
-    hook = HookProfile(interval=INTERVAL, strict=False, max_duration=None, use_timing_thread=False)
-    profiler.start(caller_frame=caller)
-    hook.start(caller)
-    handle_request(clock)
-    records = hook.stop()
-    session = profiler.stop()
+    hook, session = profile_both(clock, sys._getframe())
+    records = hook.records
     to_attributes = ProfileAttributes(
         min_share=0.005,
         slow_threshold=0.0,
