@@ -30,12 +30,6 @@ from otel_pyinstrument_processor.tree_builder import StackAggregator
 
 _logger = logging.getLogger(__name__)
 
-# Outside an event loop, pyinstrument's "disabled" async mode: a profile samples only the OS
-# thread it started on, which is what a threaded server needs, and several profiles may share
-# a thread. Inside a running event loop, "strict": pyinstrument follows the request's context
-# (each asyncio task has its own), records time the request spends awaiting as an <await>
-# frame under the awaiting coroutine, and time other tasks run as <out-of-context>, never
-# their frames (hook_profile.py).
 _SLOW_TIMER_SECONDS = 300e-9  # pyinstrument's own threshold for warning about the timer
 
 
@@ -135,8 +129,12 @@ class ProfileModes:
             return state
         profile = HookProfile(
             interval=self.interval,
-            # A thread sampler cannot attribute coroutines: asyncio requests always use
-            # pyinstrument's strict async mode.
+            # Outside an event loop a profile samples only the OS thread it started on (what
+            # a threaded server needs; several may share a thread). Inside one, pyinstrument's
+            # strict async mode follows the request's context (each asyncio task has its
+            # own): time it awaits shows as <await> under the awaiting coroutine, time other
+            # tasks run as <out-of-context>, never their frames. (A thread sampler cannot
+            # attribute coroutines: asyncio requests use this mode in sampler mode too.)
             strict=in_event_loop,
             max_duration=self.max_duration,
             use_timing_thread=self._timing_thread(),
