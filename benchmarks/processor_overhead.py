@@ -463,13 +463,14 @@ def no_sample_steps(rounds: int = 7) -> dict[str, float]:
     The sampling thread ticks every 10 s here, so no request is sampled. The steps are
     replaced by patching the processor's modules; each is restored before the next.
     """
+    from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import SpanKind
 
     import otel_pyinstrument_processor.active_profile as active_profile
     import otel_pyinstrument_processor.processor as processor_module
     import otel_pyinstrument_processor.processor_stats as processor_stats
-    import otel_pyinstrument_processor.span_enrichment as span_enrichment
+    import otel_pyinstrument_processor.request_profile as request_profile
     import otel_pyinstrument_processor.stack_sampler as stack_sampler
     from otel_pyinstrument_processor import PyinstrumentSpanProcessor
 
@@ -512,36 +513,55 @@ def no_sample_steps(rounds: int = 7) -> dict[str, float]:
             fn()
         return (time.thread_time() - started) / n * 1e6
 
+    def instrumented_request(tracer: Any) -> Callable[[], None]:
+        # As the Flask, WSGI and Django instrumentations start their SERVER span: start_span
+        # from a plain function, then use_span (no generator between the span and the app).
+        def make() -> None:
+            span = tracer.start_span("GET /x", kind=SpanKind.SERVER, attributes=attributes)
+            with trace.use_span(span, end_on_exit=True):
+                span.set_attribute("http.response.status_code", 200)
+
+        return make
+
     plain, profiled = request(tracer_with()), request(tracer_with(processor))
+    profiled_tracer = tracer_with(processor)
+    plain_instrumented = instrumented_request(tracer_with())
+    profiled_instrumented = instrumented_request(profiled_tracer)
     unsampled = stack_sampler.SampledRequest(0, None, None)
 
     class NoThreadClock:
         thread_time = staticmethod(lambda: 0.0)
         perf_counter = staticmethod(time.perf_counter)
 
+    class NoMarker:
+        # The context variable's set and reset replaced (get stays: every span reads it).
+        get = staticmethod(request_profile.current_profile.get)
+        set = staticmethod(lambda marker: None)
+        reset = staticmethod(lambda token: None)
+
     removals: dict[str, list[tuple[Any, str, Any]]] = {
         "whole": [],
-        "near-callers walk (stem anchor)": [
-            (stack_sampler, "_near_callers", lambda caller: ([], None))
-        ],
-        "sampler begin + end (walk included)": [
+        "stem anchor (frames looked at)": [(stack_sampler, "_stem_anchor", lambda caller: None)],
+        "sampler begin + end (anchor included)": [
             (stack_sampler.StackSampler, "begin", lambda self, *a, **k: unsampled),
             (stack_sampler.StackSampler, "end", lambda self, request: []),
         ],
-        "attach (header scan + set_attributes)": [
+        "attach (header check + 2 attributes)": [
             (processor_module.PyinstrumentSpanProcessor, "_attach", lambda self, s, a: None)
         ],
-        "header-redaction scan": [(span_enrichment, "redacted_headers", lambda a: {})],
         "thread CPU clock, 2 reads": [(active_profile, "time", NoThreadClock)],
         "stats counters, 2": [
             (processor_stats.ProcessorStats, "increment", lambda self, counter: None)
         ],
+        "context marker set + reset": [(processor_module, "current_profile", NoMarker)],
     }
     for fn in (plain, profiled):
         per_call(fn, 2000)
-    best = {name: float("inf") for name in ("otel", *removals)}
+    best = {name: float("inf") for name in ("otel", "otel_use_span", "use_span", *removals)}
     for _ in range(rounds):
         best["otel"] = min(best["otel"], per_call(plain))
+        best["otel_use_span"] = min(best["otel_use_span"], per_call(plain_instrumented))
+        best["use_span"] = min(best["use_span"], per_call(profiled_instrumented))
         for name, patches in removals.items():
             saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
             for owner, attr, value in patches:
@@ -553,7 +573,11 @@ def no_sample_steps(rounds: int = 7) -> dict[str, float]:
                     setattr(owner, attr, value)
     processor.shutdown()
     whole = best["whole"] - best["otel"]
-    steps = {"otel_span_us": best["otel"], "no_sample_extra_us": whole}
+    steps = {
+        "otel_span_us": best["otel"],
+        "no_sample_extra_us": whole,
+        "no_sample_extra_use_span_us": best["use_span"] - best["otel_use_span"],
+    }
     for name in removals:
         if name != "whole":
             steps[name] = whole - (best[name] - best["otel"])
@@ -672,6 +696,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("sampler mode, a profiled request that gets no sample: CPU µs of its thread")
         print(f"  {'OTel SERVER span alone':<40}{steps.pop('otel_span_us'):>8.1f}")
         print(f"  {'extra with the processor (whole)':<40}{steps.pop('no_sample_extra_us'):>8.1f}")
+        print(
+            f"  {'the same, span from start_span+use_span':<40}"
+            f"{steps.pop('no_sample_extra_use_span_us'):>8.1f}"
+        )
         print("  of which, removing one step at a time saves:")
         for name, saved in steps.items():
             print(f"    {name:<38}{saved:>8.1f}")

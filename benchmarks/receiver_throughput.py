@@ -17,6 +17,7 @@ It prints, side by side:
 
 Bounded: about a minute. Run from the repository root:
     PYTHONPATH=. .venv/bin/python benchmarks/receiver_throughput.py [--seconds 20] [--senders 8]
+        [--bound 2000] [--admission-wait 0.5]
 """
 
 from __future__ import annotations
@@ -225,7 +226,12 @@ def _sender(target: str, key: str, payloads: list[bytes], seconds: float, thread
             )
             n = i
             while time.monotonic() < stop_at:
-                fresh = (os.getpid() << 24 | i << 20 | sent[i]).to_bytes(len(ID_PREFIX), "big")
+                # 16 bits of pid, 12 of sender, 20 of count: distinct for up to 4,096
+                # senders (a sender's bits once overlapped the pid's past 16 senders, so two
+                # senders could send the same traces, which the store rightly stored once).
+                fresh = ((os.getpid() & 0xFFFF) << 32 | i << 20 | sent[i]).to_bytes(
+                    len(ID_PREFIX), "big"
+                )
                 payload = payloads[n % len(payloads)].replace(ID_PREFIX, fresh)
                 sent[i] += 1
                 n += threads
@@ -249,7 +255,7 @@ def _sender(target: str, key: str, payloads: list[bytes], seconds: float, thread
         w.start()
     for w in workers:
         w.join()
-    out.put((sum(acked), sum(refused), time.monotonic() - started))
+    out.put((sum(acked), sum(refused), time.monotonic() - started, time.process_time()))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -259,7 +265,12 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def end_to_end(
-    payloads: list[bytes], seconds: float, senders: int, bound: int, writers: int
+    payloads: list[bytes],
+    seconds: float,
+    senders: int,
+    bound: int,
+    writers: int,
+    admission_wait: float = BatchOptions().admission_wait_seconds,
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         embedded = EmbeddedServer(Path(tmp) / "mongo")
@@ -283,7 +294,12 @@ def end_to_end(
                 best_direct = max(best_direct, spans / (time.perf_counter() - started))
             _, key = store.projects.create("bench")
             ingestor = TraceIngestor(
-                store, batch_options=BatchOptions(max_inflight_spans=bound, writers=writers)
+                store,
+                batch_options=BatchOptions(
+                    max_inflight_spans=bound,
+                    writers=writers,
+                    admission_wait_seconds=admission_wait,
+                ),
             )
             server, port = build_server(ingestor, GrpcOptions(host="127.0.0.1", port=0))
             server.start()
@@ -306,7 +322,7 @@ def end_to_end(
             store_pid = embedded._proc.pid  # a benchmark may look inside
             cpu_before = (_cpu_seconds(os.getpid()), _cpu_seconds(store_pid))
             proc.start()
-            acked, refused, elapsed = queue.get(timeout=seconds + 180)
+            acked, refused, elapsed, senders_cpu = queue.get(timeout=seconds + 180)
             cpu_after = (_cpu_seconds(os.getpid()), _cpu_seconds(store_pid))
             proc.join(30)
             sampling = False
@@ -327,6 +343,7 @@ def end_to_end(
                 "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "receiver_cpu": cpu_after[0] - cpu_before[0],
                 "store_cpu": cpu_after[1] - cpu_before[1],
+                "senders_cpu": senders_cpu,
             }
         finally:
             store.client.close()
@@ -336,7 +353,9 @@ def end_to_end(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="end-to-end run length")
-    parser.add_argument("--senders", type=int, default=8, help="concurrent gRPC exporters")
+    parser.add_argument(
+        "--senders", type=int, default=8, help="concurrent gRPC exporters (at most 4096)"
+    )
     parser.add_argument(
         "--bound",
         type=int,
@@ -344,6 +363,13 @@ def main() -> None:
         help="max_inflight_spans (default: half of what the exporters send at once: 2x overload)",
     )
     parser.add_argument("--writers", type=int, default=2, help="group-commit writer threads")
+    parser.add_argument(
+        "--admission-wait",
+        type=float,
+        default=BatchOptions().admission_wait_seconds,
+        help="seconds an export over the bound waits for room before it is refused "
+        f"(default {BatchOptions().admission_wait_seconds}; 0 = refused at once)",
+    )
     args = parser.parse_args()
 
     tree = _call_tree()
@@ -368,7 +394,9 @@ def main() -> None:
         "   (what the receiver runs: repeated-bytes schema + pair cache)"
     )
 
-    e2e = end_to_end(payloads, args.seconds, args.senders, args.bound, args.writers)
+    e2e = end_to_end(
+        payloads, args.seconds, args.senders, args.bound, args.writers, args.admission_wait
+    )
     throughput = e2e["acked"] / e2e["elapsed"]
     print(
         f"{'store alone (Store.ingest_many)':<34}{e2e['store_only']:>12,.0f} spans/s   "
@@ -391,7 +419,8 @@ def main() -> None:
     )
     print(
         f"  CPU seconds over the run: receiver {e2e['receiver_cpu']:.1f}, embedded store "
-        f"{e2e['store_cpu']:.1f} (of {e2e['elapsed']:.0f} s wall on {os.cpu_count()} cores; "
+        f"{e2e['store_cpu']:.1f}, senders {e2e['senders_cpu']:.1f} "
+        f"(of {e2e['elapsed']:.0f} s wall on {os.cpu_count()} cores; "
         f"load average now {os.getloadavg()[0]:.1f})"
     )
     if loss:

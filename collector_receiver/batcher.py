@@ -4,8 +4,12 @@ Each export is admitted (its spans counted against `max_inflight_spans`), decode
 and waits. A few writer threads take everything queued (up to `max_batch_spans`) and store it
 with ONE `Store.ingest_many` call, then wake the callers: a caller returns only after its
 spans are acknowledged by the store, so a success still means stored. The queue never grows
-past the bound: an export that does not fit is refused with OverloadedError (gRPC
+past the bound: an export that does not fit waits up to `admission_wait_seconds` for room
+(a write finishing frees its spans), then is refused with OverloadedError (gRPC
 RESOURCE_EXHAUSTED with RetryInfo / HTTP 429 with Retry-After), which OTLP clients retry.
+The short wait is backpressure without a round trip: refused at once, an exporter sleeps
+its retry hint (a second) while the store may sit idle; waiting, it is admitted the moment a
+write ends. What waits is bounded by the transports' handler threads.
 
 No linger timer: when the writers are idle a lone request is written at once; under load the
 requests that arrive during one write form the next batch, so batches grow with the load.
@@ -46,6 +50,7 @@ class BatchOptions:
     max_batch_spans: int = 10_000
     writers: int = 2
     retry_after_seconds: float = 1.0
+    admission_wait_seconds: float = 0.5
 
 
 @dataclass(slots=True)
@@ -70,7 +75,9 @@ class GroupCommitWriter:
         self._metrics = metrics or ReceiverMetrics()
         self._metrics.inflight_spans.read = lambda: self.inflight_spans
         self._queue: deque[_Pending] = deque()
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)  # the queue has items, or closing
+        self._room = threading.Condition(lock)  # admitted spans were released, or closing
         self._inflight = 0
         self._closing = False
         self._threads: list[threading.Thread] = []
@@ -92,24 +99,35 @@ class GroupCommitWriter:
 
     @contextlib.contextmanager
     def admission(self, spans: int) -> Iterator[None]:
-        """Reserve room for `spans` for the duration of the block (decode + write), or raise
-        OverloadedError / ShuttingDownError at once. A request larger than the whole bound is
-        admitted alone when nothing else is in flight, so it can never be refused forever."""
+        """Reserve room for `spans` for the duration of the block (decode + write), waiting
+        up to `admission_wait_seconds` for it, else raise OverloadedError; ShuttingDownError
+        once closing. A request larger than the whole bound is admitted alone when nothing
+        else is in flight, so it can never be refused forever."""
+        limit = self.options.max_inflight_spans
+        deadline: float | None = None
         with self._cond:
-            if self._closing:
-                raise ShuttingDownError("the receiver is shutting down; retry")
-            if self._inflight and self._inflight + spans > self.options.max_inflight_spans:
-                raise OverloadedError(
-                    f"receiver busy: {self._inflight} spans in flight "
-                    f"(limit {self.options.max_inflight_spans}); retry later",
-                    self.options.retry_after_seconds,
-                )
+            while True:
+                if self._closing:
+                    raise ShuttingDownError("the receiver is shutting down; retry")
+                if not self._inflight or self._inflight + spans <= limit:
+                    break
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.options.admission_wait_seconds
+                if now >= deadline:
+                    raise OverloadedError(
+                        f"receiver busy: {self._inflight} spans in flight "
+                        f"(limit {limit}); retry later",
+                        self.options.retry_after_seconds,
+                    )
+                self._room.wait(deadline - now)
             self._inflight += spans
         try:
             yield
         finally:
             with self._cond:
                 self._inflight -= spans
+                self._room.notify_all()
 
     def write(self, project: Project, batch: Sequence[ResourceSpans]) -> IngestResult:
         """Store `batch` as part of the next group write and return once it is acknowledged;
@@ -129,6 +147,7 @@ class GroupCommitWriter:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+            self._room.notify_all()
             threads = list(self._threads)
         deadline = time.monotonic() + timeout
         for thread in threads:

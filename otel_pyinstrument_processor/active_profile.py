@@ -123,7 +123,7 @@ class ProfileModes:
         state = ActiveProfile(span, metrics, marker)
         if self.mode == "sampler" and not in_event_loop:
             self._sampler_used = True
-            state.sampled = self._sampler().begin(
+            state.sampled = (self._shared_sampler or self._sampler()).begin(
                 self, self.sampler_interval, caller, self.max_duration, self.slow_threshold
             )
             return state
@@ -153,18 +153,21 @@ class ProfileModes:
         on_thread = threading.get_ident() == state.thread_id
         sampled = state.sampled
         if sampled is not None:
-            # The sampler's records can be taken from any thread.
-            records = self._sampler().end(sampled)
+            # The sampler's records can be taken from any thread. (_make: a NamedTuple's
+            # keyword constructor is a Python function, ~1 µs on this path.)
+            records = (self._shared_sampler or self._sampler()).end(sampled)
             cpu_time = time.thread_time() - state.cpu_start if on_thread else None
-            return StoppedProfile(
-                records,
-                sampled.start_call_stack,
-                time.perf_counter() - sampled.started,
-                self.sampler_interval,
-                sampled.stopped_early,
-                self._library_prefixes(),
-                cpu_time,
-                sampled.aggregator,
+            return StoppedProfile._make(
+                (
+                    records,
+                    sampled.start_call_stack,
+                    time.perf_counter() - sampled.started,
+                    self.sampler_interval,
+                    sampled.stopped_early,
+                    self._sys_prefixes or self._library_prefixes(),
+                    cpu_time,
+                    sampled.aggregator,
+                )
             )
         profile = state.profiler
         if profile is None:
@@ -175,15 +178,17 @@ class ProfileModes:
                 self._orphans.setdefault(state.thread_id, []).append(profile)
             return None
         records = profile.stop()
-        return StoppedProfile(
-            records,
-            profile.start_call_stack(),
-            profile.duration,
-            self.interval,
-            profile.stopped_early,
-            self._library_prefixes(),
-            time.thread_time() - state.cpu_start,
-            profile.aggregator,
+        return StoppedProfile._make(
+            (
+                records,
+                profile.start_call_stack(),
+                profile.duration,
+                self.interval,
+                profile.stopped_early,
+                self._sys_prefixes or self._library_prefixes(),
+                time.thread_time() - state.cpu_start,
+                profile.aggregator,
+            )
         )
 
     def reap_orphans(self) -> None:

@@ -3,8 +3,9 @@
 The processor decides which spans to profile (sampling.py), starts and stops their profiles
 (active_profile.py: pyinstrument's hook or the sampling thread), counts their child spans
 into request metrics (request_metrics.py), turns the stopped profile into attributes
-(profile_attributes.py) and sets them on the span just before it ends (span_enrichment.py),
-so every downstream processor and exporter sees them.
+(profile_attributes.py) and writes them on the span as it ends, from the SDK's
+``_on_ending`` hook (span_enrichment.py), so every processor's ``on_end`` and every
+exporter sees them.
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ from otel_pyinstrument_processor.request_profile import (
 )
 from otel_pyinstrument_processor.sampling import SamplingPolicy
 from otel_pyinstrument_processor.span_enrichment import (
+    ENDING_HOOK_WORKS,
     attribute_cap,
     install_end_hook,
     own_attributes,
     restore_end,
     set_profile_attributes,
+    write_ending_attributes,
 )
 from otel_pyinstrument_processor.wire import DEFAULT_MAX_BYTES
 
@@ -138,8 +141,12 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         )
         # span_id of a child span -> the metrics of the profiled entry span it belongs to.
         self._children: dict[int, RequestMetrics] = {}
-        self._lock = threading.Lock()
-        self._active: set[ActiveProfile] = set()
+        # id(span) -> its running profile. Popping a span's entry (atomic) is what lets
+        # exactly one of its end, a shutdown, or a second end finish it: no lock needed.
+        self._active: dict[int, ActiveProfile] = {}
+        # Attach from _on_ending (cheap), or, with an SDK that does not call it, from an
+        # override of end() on the span instance (span_enrichment.py).
+        self._ending_hook = ENDING_HOOK_WORKS
         self._is_shutdown = False
         self._stats = ProcessorStats()
         self._log = RateLimitedLog(_logger)
@@ -208,8 +215,14 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             if self._is_shutdown:
                 return
             current = current_profile.get()
-            attributes = own_attributes(span)
-            if not self._wants_profile(span, attributes):
+            try:  # own_attributes, inline: this runs for every span
+                attributes: Mapping[str, Any] | None = span._attributes._dict
+            except AttributeError:
+                attributes = own_attributes(span)
+            # Profiled: SERVER spans and spans started with pystrument.profile=True (False
+            # opts out). Inline: this runs for every span, child spans included.
+            requested = attributes.get(attrs.PROFILE_REQUESTED) if attributes else None
+            if requested is not True and (requested is False or span.kind is not SpanKind.SERVER):
                 if current is not None and current.active and self._track_children:
                     if len(self._children) >= _MAX_TRACKED_CHILDREN:
                         self._children.clear()  # children that never ended: forget them
@@ -218,15 +231,23 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             if current is not None and current.active:
                 self._stats.increment("profiles_skipped_nested")
                 return
-            if not self._policy.should_profile(attributes, span.name):
+            policy = self._policy
+            if not policy.profiles_every_span and not policy.should_profile(attributes, span.name):
                 return
             self._start_profile(span, sys._getframe(1))
         except Exception:
             self._error("start", "pystrument: could not start profiling a span")
 
+    def _on_ending(self, span: Span) -> None:
+        """Stop a profiled span's profile and write its attributes (the SDK calls this from
+        ``end()`` on every processor, before any ``on_end``)."""
+        state = self._active.pop(id(span), None)
+        if state is not None:
+            self._finish(state)
+
     def on_end(self, span: ReadableSpan) -> None:
         """Count a child span of a profiled entry span into its request metrics (the tree
-        itself was attached just before the entry span ended)."""
+        itself was attached as the entry span ended, in _on_ending)."""
         if not self._children:
             return
         try:
@@ -253,13 +274,12 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         shutdown.
         """
         self._is_shutdown = True
-        with self._lock:
-            running = list(self._active)
         here = threading.get_ident()
-        for state in running:
+        # list() of a dict is one atomic copy; spans ending meanwhile pop their own entry.
+        for key, state in list(self._active.items()):
             state.discard = True
-            if state.thread_id == here:
-                self._span_ending(state)
+            if state.thread_id == here and self._active.pop(key, None) is state:
+                self._finish(state)
         self._modes.reap_orphans()
         self._modes.release()
 
@@ -269,43 +289,43 @@ class PyinstrumentSpanProcessor(SpanProcessor):
 
     # -- profiling ---------------------------------------------------------------------
 
-    def _wants_profile(self, span: Span, attributes: Mapping[str, Any] | None) -> bool:
-        requested = attributes.get(attrs.PROFILE_REQUESTED) if attributes else None
-        if requested is True or requested is False:
-            return requested
-        return span.kind is SpanKind.SERVER
-
     def _start_profile(self, span: Span, caller: types.FrameType) -> None:
-        if not span.is_recording():
-            return
         metrics = RequestMetrics(
             track_memory=self._track_memory, slow_query_threshold=self._slow_query_threshold
         )
         # Worker threads of the request are profiled with pyinstrument (threadwork.py).
         marker = ProfileMarker(metrics, self._interval, self._use_timing_thread)
         state = self._modes.start(span, caller, metrics, marker)
-        try:
-            state.previous_end = install_end_hook(span, lambda: self._span_ending(state))
-        except BaseException:
-            self._modes.stop(state)
-            raise
-        # set.add is atomic (the GIL, or the set's own lock in free-threaded builds);
-        # shutdown copies the set with list(), atomic too: no processor lock per request.
-        self._active.add(state)
+        if not self._ending_hook:
+            try:
+                state.previous_end = install_end_hook(span, lambda: self._end_hooked(state))
+            except BaseException:
+                self._modes.stop(state)
+                raise
+        self._active[id(span)] = state  # a dict store is atomic: no processor lock
         state.token = current_profile.set(marker)
         self._stats.increment("profiles_started")
 
-    def _span_ending(self, state: ActiveProfile) -> None:
-        """Stop the profile and attach the results to the span; never raises."""
-        with self._lock:
-            if state.finished:
-                return
-            state.finished = True
-            state.marker.active = False
-            self._active.discard(state)
+    def _end_hooked(self, state: ActiveProfile) -> None:
+        # end() overridden on the span instance (an SDK without _on_ending).
+        if self._active.pop(id(state.span), None) is state:
+            self._finish(state)
+
+    def _finish(self, state: ActiveProfile) -> None:
+        """Stop the profile and attach the results to the span; never raises. Called once
+        per profile, by whoever popped it from ``_active``."""
+        state.finished = True
+        state.marker.active = False
         try:
-            restore_end(state.span, state.previous_end)
-            self._reset_context(state)
+            if not self._ending_hook:
+                restore_end(state.span, state.previous_end)  # undo the end() override
+            token, state.token = state.token, None
+            if token is not None:
+                # contextlib.suppress would cost ~1 µs a request here.
+                try:  # noqa: SIM105
+                    current_profile.reset(token)
+                except (ValueError, RuntimeError):
+                    pass  # ended in another context: the marker stays there, reads as finished
             if self._modes.has_orphans:
                 self._modes.reap_orphans()
             attributes = self._stop_and_measure(state)
@@ -340,7 +360,10 @@ class PyinstrumentSpanProcessor(SpanProcessor):
 
     def _attach(self, span: Span, attributes: dict[str, Any]) -> None:
         try:
-            kept = set_profile_attributes(span, attributes, attrs.PROFILE_TREE)
+            if self._ending_hook:
+                kept = write_ending_attributes(span, attributes, attrs.PROFILE_TREE)
+            else:
+                kept = set_profile_attributes(span, attributes, attrs.PROFILE_TREE)
         except Exception:
             self._error("attach", "pystrument: could not set profile attributes on a span")
             return
@@ -349,16 +372,6 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             self._log.warning("attach_lost", "pystrument: the span did not keep the call tree")
         elif attrs.PROFILE_TREE in attributes:
             self._stats.increment("profiles_attached")
-
-    def _reset_context(self, state: ActiveProfile) -> None:
-        token, state.token = state.token, None
-        if token is None:
-            return
-        # contextlib.suppress would cost ~1 µs a request here.
-        try:  # noqa: SIM105
-            current_profile.reset(token)
-        except (ValueError, RuntimeError):
-            pass  # ended in another context: the marker stays there but reads as finished
 
     def _error(self, kind: str, message: str) -> None:
         self._stats.increment("errors")

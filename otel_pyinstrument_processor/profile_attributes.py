@@ -77,7 +77,7 @@ class ProfileAttributes:
             attributes[attrs.PROFILE_DURATION] = profile.duration
         if profile.cpu_time is not None:
             attributes[attrs.CPU_TIME] = profile.cpu_time
-        attributes.update(metrics.span_attributes(track_memory=self._track_memory))
+        metrics.add_span_attributes(attributes, track_memory=self._track_memory)
         if profile.stopped_early:
             attributes[attrs.PROFILE_STOPPED_EARLY] = True
             self._stats.increment("profiles_stopped_early")

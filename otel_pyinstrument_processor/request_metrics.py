@@ -66,37 +66,30 @@ def peak_rss() -> int | None:
 
 
 class RequestMetrics:
-    """Counters of one entry span, filled from its child spans (any thread)."""
+    """Counters of one entry span, filled from its child spans (any thread).
 
-    __slots__ = (
-        "cache_hits",
-        "cache_misses",
-        "cache_time",
-        "lock",
-        "queries_counted_by_app",
-        "query_count",
-        "query_time",
-        "rss_start",
-        "slow_queries",
-        "slow_query_threshold",
-    )
+    No ``__slots__``: the counters start as class-level zeros, so that making one per
+    profiled request (most count no child span at all) sets two fields, not ten.
+    """
+
+    # One lock for every request's counters: a lock per request cost an allocation on
+    # every profiled request, and the critical sections are a few additions long.
+    lock = _COUNTERS_LOCK
+    # Set when the framework counts queries itself (Django's execute_wrapper): database
+    # child spans are then not counted a second time.
+    queries_counted_by_app = False
+    query_count = 0
+    query_time = 0.0
+    slow_queries = 0
+    cache_hits = 0
+    cache_misses = 0
+    cache_time = 0.0
+    rss_start: int | None = None
 
     def __init__(self, *, track_memory: bool, slow_query_threshold: float = 0.1) -> None:
-        # One lock for every request's counters: a lock per request cost an allocation on
-        # every profiled request (most count no child span at all), and the critical
-        # sections are a few additions long.
-        self.lock = _COUNTERS_LOCK
         self.slow_query_threshold = slow_query_threshold
-        # Set when the framework counts queries itself (Django's execute_wrapper): database
-        # child spans are then not counted a second time.
-        self.queries_counted_by_app = False
-        self.query_count = 0
-        self.query_time = 0.0
-        self.slow_queries = 0
-        self.cache_hits = 0
-        self.cache_misses = 0
-        self.cache_time = 0.0
-        self.rss_start = current_rss() if track_memory else None
+        if track_memory:
+            self.rss_start = current_rss()
 
     def add_span(
         self,
@@ -134,9 +127,8 @@ class RequestMetrics:
             if duration >= self.slow_query_threshold:
                 self.slow_queries += 1
 
-    def span_attributes(self, *, track_memory: bool) -> dict[str, Any]:
-        """The ``pystrument.*`` metric attributes for the entry span."""
-        values: dict[str, Any] = {}
+    def add_span_attributes(self, values: dict[str, Any], *, track_memory: bool) -> None:
+        """Add the ``pystrument.*`` metric attributes for the entry span to ``values``."""
         if self.query_count or self.cache_hits or self.cache_misses or self.cache_time:
             self._add_counters(values)
         if track_memory:
@@ -146,7 +138,6 @@ class RequestMetrics:
             peak = peak_rss()
             if peak is not None:
                 values[attrs.MEMORY_PEAK] = peak
-        return values
 
     def _add_counters(self, values: dict[str, Any]) -> None:
         # Read under the lock, so that a child span ending on another thread right now is

@@ -84,6 +84,11 @@ class SamplingPolicy:
         self._random = rng or random.Random()
         # The common case (no path rules) must not pay for path extraction.
         self._needs_path = bool(self._routes or excluded_paths or include_patterns)
+        self.profiles_every_span = (
+            self.sampling_rate >= 1.0 and not self._needs_path and self._budget is None
+        )
+        """True when :meth:`should_profile` would say yes to every span (rate 1.0, no path
+        rule, no cap): callers on a hot path may skip the call."""
 
     def should_profile(self, attributes: Mapping[str, Any] | None, span_name: str) -> bool:
         """True if this entry span is to be profiled (uses a budget token if so)."""

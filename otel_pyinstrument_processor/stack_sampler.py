@@ -14,8 +14,13 @@ sample, so time spent waiting on I/O shows, as with pyinstrument.
 
 The trade-off: the request thread pays only a registration (a few µs), but a request shorter
 than the interval may get no sample at all, and functions shorter than the interval show
-only statistically. Coroutines cannot be attributed from another thread, so asyncio
-requests keep pyinstrument's strict async mode.
+only statistically. Registering and unregistering take no lock in the common case (as
+Sentry's profiler appends to a deque): :meth:`StackSampler.begin` puts the request in a
+dict of pending registrations that the sampling thread takes in at its next tick, and
+:meth:`StackSampler.end` flags it ended; only a request the thread has already taken in
+waits for a sampling pass in progress, so that its samples are complete when it returns.
+Coroutines cannot be attributed from another thread, so asyncio requests keep pyinstrument's
+strict async mode.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Sequence
 
+from opentelemetry.sdk.trace import Tracer as SdkTracer
 from pyinstrument.frame_info import ATTRIBUTE_MARKER_CLASS_NAME, ATTRIBUTES_SEP, IDENTIFIER_SEP
 
 from otel_pyinstrument_processor.tree_builder import StackAggregator
@@ -37,26 +44,35 @@ _logger = logging.getLogger(__name__)
 _MAX_CACHED_CODES = 20_000
 _MAX_STACK_DEPTH = 2_000  # deeper stacks are cut at the request's end of it
 _IDLE_AFTER = 1.0  # seconds without a request before the thread stops ticking
+_NAP = 0.1  # longest sleep between checks for release()
 _PACKAGE_DIR = os.path.dirname(__file__) + os.sep
 
 
 class SampledRequest:
-    """The samples of one request's thread, filled by the sampling thread."""
+    """The samples of one request's thread, filled by the sampling thread.
 
-    __slots__ = (
-        "aggregate_from",
-        "aggregator",
-        "anchor",
-        "deadline",
-        "last",
-        "near_codes",
-        "records",
-        "start_call_stack",
-        "started",
-        "stem_frames",
-        "stopped_early",
-        "thread_id",
-    )
+    No ``__slots__``: the fields that most requests never change are class-level defaults,
+    so that registering a request sets only the few it needs (a store each costs here).
+    """
+
+    start_call_stack: Sequence[str] = ()
+    """Identifiers of the frame that started the profile and its callers, root first
+    (pyinstrument's ``Session.start_call_stack``, used to trim the tree's stem); filled
+    by the sampling thread at the first sample, so the request thread never walks it."""
+    # id(frame) -> (frame, its index in start_call_stack): a sample's walk stops at the
+    # first of these and reuses the identifiers above it. The frames are kept alive here
+    # so that their ids cannot be reused while the request runs.
+    stem_frames: dict[int, tuple[types.FrameType, int]] | None = None
+    stopped_early = False
+    # The sampling thread also aggregates the samples into a tree as it takes them, once
+    # the request has run `aggregate_after` seconds (keep-if-slow drops faster ones' trees
+    # unbuilt), so the request's thread only finishes the tree. The aggregator is made at
+    # the first sample: most short requests get none.
+    aggregator: StackAggregator | None = None
+    # Set by StackSampler.end on the request's side, and by the sampling thread when it
+    # takes the request in (see StackSampler.end for why this order needs no lock).
+    ended = False
+    seen = False
 
     def __init__(
         self,
@@ -66,28 +82,13 @@ class SampledRequest:
         aggregate_after: float | None = None,
     ) -> None:
         self.thread_id = thread_id
-        # The code of the frame that started the profile and of its first callers (deepest
-        # first), and the frame above them from which the sampling thread walks the rest
-        # of the stem (see _near_callers).
-        self.near_codes, self.anchor = _near_callers(caller)
-        self.start_call_stack: list[str] = []
-        """Identifiers of the frame that started the profile and its callers, root first
-        (pyinstrument's ``Session.start_call_stack``, used to trim the tree's stem); filled
-        by the sampling thread at the first sample, so the request thread never walks it."""
-        # id(frame) -> (frame, its index in start_call_stack): a sample's walk stops at the
-        # first of these and reuses the identifiers above it. The frames are kept alive here
-        # so that their ids cannot be reused while the request runs.
-        self.stem_frames: dict[int, tuple[types.FrameType, int]] | None = None
-        self.started = self.last = time.perf_counter()
-        self.deadline = None if max_duration is None else self.started + max_duration
+        # The frame from which the sampling thread walks the stem at the first sample (see
+        # _stem_anchor); held until the end, so that it cannot be freed and its id reused.
+        self.anchor = _stem_anchor(caller)
+        self.started = self.last = started = time.perf_counter()
+        self.deadline = None if max_duration is None else started + max_duration
         self.records: list[tuple[list[str], float]] = []
-        self.stopped_early = False
-        # The sampling thread also aggregates the samples into a tree as it takes them, once
-        # the request has run `aggregate_after` seconds (keep-if-slow drops faster ones'
-        # trees unbuilt), so the request's thread only finishes the tree. The aggregator is
-        # made at the first sample: most short requests get none.
-        self.aggregator: StackAggregator | None = None
-        self.aggregate_from = None if aggregate_after is None else self.started + aggregate_after
+        self.aggregate_from = None if aggregate_after is None else started + aggregate_after
 
     @property
     def duration(self) -> float:
@@ -112,13 +113,19 @@ class StackSampler:
     def _reset(self) -> None:
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        # Registrations the sampling thread has not taken in yet (written without a lock).
+        self._pending: dict[int, SampledRequest] = {}
+        # The requests the sampling thread samples: its own, changed under _lock.
         self._requests: dict[int, SampledRequest] = {}
         self._users: dict[int, float] = {}  # id(processor) -> its interval
         self._interval = 0.01
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._idle = False  # the thread waits on _wake (no request for _IDLE_AFTER seconds)
-        self._codes: dict[types.CodeType, str] = {}
+        # id(code) -> (code, its identifier). Keyed by id: a code object's hash is computed
+        # afresh from its fields at every lookup (~0.4 µs), and a sample looks up every
+        # frame of the stack. The entry holds the code, so its id cannot be reused.
+        self._codes: dict[int, tuple[types.CodeType, str]] = {}
 
     @property
     def running(self) -> bool:
@@ -141,12 +148,50 @@ class StackSampler:
         are also aggregated into :attr:`SampledRequest.aggregator` from that age of the
         request on."""
         request = SampledRequest(threading.get_ident(), caller, max_duration, aggregate_after)
+        if self._users.get(id(user)) != interval:
+            self._add_user(user, interval)
+        # A dict store is atomic: no lock on the request's thread. The sampling thread takes
+        # the request in at its next tick; a later begin() on this thread replaces it.
+        self._pending[request.thread_id] = request
+        # Read after the store above: a thread going idle publishes _idle first and then
+        # looks at _pending once more (_run), so one side always sees the other.
+        if self._thread is None or self._idle:
+            self._wake_up()
+        return request
+
+    def end(self, request: SampledRequest) -> list[tuple[list[str], float]]:
+        """Stop sampling ``request`` and return its samples (stack root first, elapsed s)."""
+        request.ended = True
+        # Lock-free unless the sampling thread has taken the request in. The thread sets
+        # `seen` before it reads `ended` (under its lock); this side sets `ended` before it
+        # reads `seen`. So when `seen` reads False here, the thread will read `ended` as
+        # True and drop the request unsampled; when it reads True, waiting for the lock
+        # waits out a sampling pass in progress, and every later pass skips the request.
+        if request.seen:
+            with self._lock:
+                # Held frames get their callers' frame objects made as they return: let go.
+                request.anchor = request.stem_frames = None
+        else:
+            request.anchor = None
+        return request.records
+
+    def request_on(self, thread_id: int) -> SampledRequest | None:
+        """The request being sampled on ``thread_id``, if any (for tests and diagnostics)."""
+        request = self._pending.get(thread_id)
+        if request is None:
+            with self._lock:
+                request = self._requests.get(thread_id)
+        return request if request is not None and not request.ended else None
+
+    def _add_user(self, user: object, interval: float) -> None:
         with self._lock:
-            if self._users.get(id(user)) != interval:
-                self._users[id(user)] = interval
-                self._interval = min(self._users.values())
-            self._requests[request.thread_id] = request
-            if self._thread is None or not self._thread.is_alive():
+            self._users[id(user)] = interval
+            self._interval = min(self._users.values())
+
+    def _wake_up(self) -> None:
+        """Start the sampling thread if there is none, or wake it from idling."""
+        with self._lock:
+            if self._thread is None:
                 self._stopping = False
                 self._thread = threading.Thread(
                     target=self._run, name="pystrument-sampler", daemon=True
@@ -155,16 +200,6 @@ class StackSampler:
             wake, self._idle = self._idle, False
         if wake:
             self._wake.set()
-        return request
-
-    def end(self, request: SampledRequest) -> list[tuple[list[str], float]]:
-        """Stop sampling ``request`` and return its samples (stack root first, elapsed s)."""
-        with self._lock:
-            if self._requests.get(request.thread_id) is request:
-                del self._requests[request.thread_id]
-            # Held frames get their callers' frame objects made as they return: let go.
-            request.anchor = request.stem_frames = None
-        return request.records
 
     def release(self, user: object) -> None:
         """Forget ``user``; stop the thread (and wait for it) when no user is left."""
@@ -181,6 +216,16 @@ class StackSampler:
     # -- the sampling thread ---------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            # However the loop ended, a thread that is still the sampler's gives up its
+            # place, so that the next begin() starts another (begin() checks for None only).
+            with self._lock:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+
+    def _loop(self) -> None:
         last_busy = time.monotonic()
         while True:
             with self._lock:
@@ -190,30 +235,65 @@ class StackSampler:
                     return
                 interval = self._interval
                 idle = False
-                if self._requests:
+                if self._requests or self._pending:
                     last_busy = time.monotonic()
                 elif time.monotonic() - last_busy > _IDLE_AFTER:
                     idle = self._idle = True
                     self._wake.clear()
             if idle:
+                if self._pending:
+                    # A begin() registered after the check above and may have read _idle
+                    # before it was set: do not sleep through its request.
+                    with self._lock:
+                        self._idle = False
+                    continue
                 self._wake.wait()  # no request for a while: sleep until one begins
                 last_busy = time.monotonic()
                 continue
             # Between requests the thread keeps ticking (a wake-up per interval): waking it
-            # from begin() at every request would cost a thread switch per request.
-            time.sleep(interval)
+            # from begin() at every request would cost a thread switch per request. A long
+            # interval is slept in naps, so that release() stops the thread promptly (an
+            # Event wait instead of sleep() would cost ~15 µs more CPU a tick).
+            due = time.monotonic() + interval
+            while not self._stopping:
+                remaining = due - time.monotonic()
+                if remaining <= 0:
+                    break
+                time.sleep(min(remaining, _NAP))
+            if self._stopping:
+                continue
             try:
                 self._sample()
             except Exception:  # never let the thread die: the next pass may succeed
                 _logger.debug("pystrument: a sampling pass failed", exc_info=True)
 
+    def _take_in(self) -> None:
+        """Move the pending registrations into the sampled requests (under _lock)."""
+        pending, requests = self._pending, self._requests
+        while pending:
+            try:
+                thread_id, request = pending.popitem()  # atomic, as begin()'s store is
+            except KeyError:
+                break
+            request.seen = True  # before reading `ended`: see end()
+            if not request.ended:
+                requests[thread_id] = request  # replaces the thread's previous request
+
     def _sample(self) -> None:
+        read_at = time.perf_counter()
         frames = sys._current_frames()
         now = time.perf_counter()
         with self._lock:
-            for thread_id, request in self._requests.items():
+            self._take_in()
+            requests = self._requests
+            for thread_id, request in list(requests.items()):
+                if request.ended:
+                    del requests[thread_id]
+                    continue
                 frame = frames.get(thread_id)
-                if frame is None or request.stopped_early:
+                # A request that began after the stacks were read is sampled next time: its
+                # thread's stack read here may predate the request.
+                if frame is None or request.stopped_early or request.started > read_at:
                     continue
                 if request.deadline is not None and now > request.deadline:
                     request.stopped_early = True
@@ -240,10 +320,8 @@ class StackSampler:
                 # From here up the stack is the one the profile started in.
                 stack.reverse()
                 return request.start_call_stack[: known[1] + 1] + stack
-            identifier = codes.get(frame.f_code)
-            if identifier is None:
-                identifier = self._identifier(frame.f_code)
-            stack.append(identifier)
+            entry = codes.get(id(frame.f_code))
+            stack.append(self._identifier(frame.f_code) if entry is None else entry[1])
             frame = frame.f_back
         stack.reverse()
         return stack
@@ -256,62 +334,83 @@ class StackSampler:
             frame = frame.f_back
         frames.reverse()
         identifier = self._identifier
-        stack = [identifier(frame.f_code) for frame in frames]
-        stack.extend(identifier(code) for code in reversed(request.near_codes))
-        request.start_call_stack = stack
-        # Only the anchor and its callers can appear in samples: the frames below it have
-        # returned by the time the sampling thread looks.
+        request.start_call_stack = [identifier(frame.f_code) for frame in frames]
+        # Frames that have returned since cannot appear in samples; those still running
+        # can, and a sample's walk stops at the first of them.
         return {id(frame): (frame, index) for index, frame in enumerate(frames)}
 
     def _identifier(self, code: types.CodeType) -> str:
-        identifier = self._codes.get(code)
-        if identifier is None:
+        entry = self._codes.get(id(code))
+        if entry is None:
             if len(self._codes) >= _MAX_CACHED_CODES:
                 self._codes.clear()
-            identifier = self._codes[code] = frame_identifier(code)
-        return identifier
+            entry = self._codes[id(code)] = (code, frame_identifier(code))
+        return entry[1]
 
 
 _SUSPENDING = (
     inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 ) | inspect.CO_ITERABLE_COROUTINE
 _PLUMBING = (f"{os.sep}opentelemetry{os.sep}", f"{os.sep}contextlib.py", _PACKAGE_DIR)
-_near_verdicts: dict[types.CodeType, bool] = {}
+# id(code) -> (code, is it span-starting plumbing?); keyed by id as StackSampler._codes.
+_verdicts: dict[int, tuple[types.CodeType, bool]] = {}
+# The SDK's Tracer.start_span: two frames above the caller of a processor's on_start
+# (SynchronousMultiSpanProcessor.on_start <- Span.start <- Tracer.start_span).
+_START_SPAN_CODE: types.CodeType | None = getattr(
+    getattr(SdkTracer, "start_span", None), "__code__", None
+)
 
 
-def _near_callers(
-    caller: types.FrameType | None,
-) -> tuple[list[types.CodeType], types.FrameType | None]:
-    """The code of ``caller`` and of its callers up to the first application frame
-    (deepest first), and that application frame (None at the top of the stack).
+def _stem_anchor(caller: types.FrameType | None) -> types.FrameType | None:
+    """The frame from which the sampling thread can walk the stem of a profile started by
+    ``caller``, at the first sample; found with as little walking as possible on the
+    request's thread (a Python loop over frames cost ~0.6 µs a frame here).
 
-    Walking the whole stem here would cost the request's thread ~0.4 µs a frame (each
-    ``f_back`` makes a frame object, and a frame object still referenced when its frame
-    returns gets the frame's data copied into it; 30-50 frames in a server), so the sampling
-    thread walks the rest at the first sample. That works because a returned frame keeps
-    its link to its caller; a suspended generator does not (``f_back`` is None), so the
-    walk here goes past the span-starting plumbing (OpenTelemetry, ``contextlib``, this
-    package) and every generator frame (``start_as_current_span`` is one) to the first
-    other frame. A generator further up that suspends before the first sample would cut the
-    stem short: the tree is then rooted higher up the thread's stack, nothing is lost.
+    CPython links a frame object that is still referenced when its frame returns to its
+    caller's frame object, so holding ``caller`` keeps the whole stem reachable, at no
+    measurable cost to the request's thread, unless a suspended generator sits between
+    ``caller`` and the application's frames: a suspended generator's frame has no caller
+    (``f_back`` is None). The SDK's frames between a processor and ``Tracer.start_span``
+    never suspend; ``Tracer.start_as_current_span`` does (a generator), and so may other
+    span-starting plumbing. So: when ``start_span`` was called from a frame that does not
+    suspend (the Flask, WSGI and Django instrumentations), ``caller`` itself; otherwise the
+    first frame above that is not plumbing (OpenTelemetry, ``contextlib``, this package, any
+    generator). A generator further up that suspends before the first sample would still
+    cut the stem short: the tree is then rooted higher up the thread's stack, nothing is
+    lost.
     """
-    codes: list[types.CodeType] = []
-    frame = caller
-    verdicts = _near_verdicts
-    while frame is not None and len(codes) < _MAX_STACK_DEPTH:
+    if caller is None:
+        return None
+    tracer_frame = caller.f_back
+    if tracer_frame is not None:
+        tracer_frame = tracer_frame.f_back
+    if tracer_frame is not None and tracer_frame.f_code is _START_SPAN_CODE:
+        starter = tracer_frame.f_back
+        if starter is None or not starter.f_code.co_flags & _SUSPENDING:
+            return caller
+        return _application_frame(starter)
+    return _application_frame(caller)
+
+
+def _application_frame(frame: types.FrameType | None) -> types.FrameType | None:
+    """``frame`` or its first caller that is not span-starting plumbing (None if none)."""
+    verdicts = _verdicts
+    depth = 0
+    while frame is not None and depth < _MAX_STACK_DEPTH:
         code = frame.f_code
-        plumbing = verdicts.get(code)
-        if plumbing is None:
+        entry = verdicts.get(id(code))
+        if entry is None:
             if len(verdicts) >= _MAX_CACHED_CODES:
                 verdicts.clear()
-            plumbing = verdicts[code] = bool(code.co_flags & _SUSPENDING) or any(
+            plumbing = bool(code.co_flags & _SUSPENDING) or any(
                 part in code.co_filename for part in _PLUMBING
             )
-        if not plumbing:
-            return codes, frame
-        codes.append(code)
+            entry = verdicts[id(code)] = (code, plumbing)
+        if not entry[1]:
+            return frame
         frame = frame.f_back
-    return codes, None
+        depth += 1
+    return None
 
 
 def frame_identifier(code: types.CodeType) -> str:

@@ -83,6 +83,12 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
         help="retry hint sent with RESOURCE_EXHAUSTED/429 when busy (default 1.0)",
     )
     p.add_argument(
+        "--ingest-admission-wait-seconds",
+        type=float,
+        help="how long an export over --ingest-max-inflight-spans waits for room before it "
+        "is refused (default 0.5; 0 = refuse at once)",
+    )
+    p.add_argument(
         "--max-span-attributes",
         type=int,
         help="spans with more attributes are rejected via partial_success (default 1024)",
@@ -209,6 +215,7 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         grpc_max_concurrent_streams=getattr(args, "grpc_max_concurrent_streams", None),
         grpc_keepalive_seconds=getattr(args, "grpc_keepalive_seconds", None),
         ingest_retry_after_seconds=getattr(args, "ingest_retry_after_seconds", None),
+        ingest_admission_wait_seconds=getattr(args, "ingest_admission_wait_seconds", None),
         http_max_body_bytes=getattr(args, "http_max_body_bytes", None),
         http_max_inflight_body_bytes=getattr(args, "http_max_inflight_body_bytes", None),
         ingest_max_inflight_spans=getattr(args, "ingest_max_inflight_spans", None),

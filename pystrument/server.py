@@ -143,6 +143,7 @@ class Receiver:
                 max_batch_spans=settings.ingest_max_batch_spans,
                 writers=settings.ingest_writers,
                 retry_after_seconds=settings.ingest_retry_after_seconds,
+                admission_wait_seconds=settings.ingest_admission_wait_seconds,
             ),
             max_span_attributes=settings.max_span_attributes,
         )

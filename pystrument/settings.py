@@ -91,6 +91,11 @@ class ServerSettings(BaseSettings):
     ingest_retry_after_seconds: float = Field(
         1.0, gt=0, description="retry hint sent with RESOURCE_EXHAUSTED / 429"
     )
+    ingest_admission_wait_seconds: float = Field(
+        0.5,
+        ge=0,
+        description="how long an export over the bound waits for room before it is refused",
+    )
     max_span_attributes: int = Field(
         1024, ge=1, description="spans with more attributes are rejected (partial success)"
     )

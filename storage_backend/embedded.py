@@ -93,6 +93,10 @@ class EmbeddedServer:
         config = self.data_dir / "secantusd.toml"
         if not config.exists():
             config.write_text("# pystrument embedded store: options are passed as flags\n")
+        # --standalone: no single-node replica set, hence no oplog. Nothing here reads one
+        # (no change streams, no transactions), and writing it cost the store an encoded
+        # copy of every inserted or updated document: performance_records inserts went from
+        # 1,144 to 712 µs of store CPU each (benchmarks/ingest_stages.py, docs/performance.md).
         cmd = [
             _find_launcher(),
             "--config", str(config),
@@ -100,6 +104,7 @@ class EmbeddedServer:
             "--port", str(self.port),
             "--storage-path", str(storage),
             "--log-level", "WARNING",
+            "--standalone",
         ]  # fmt: skip
         logger.info("starting embedded store on %s:%s (data in %s)", self.host, self.port, storage)
         # The server has been seen to crash now and then while opening a data directory it

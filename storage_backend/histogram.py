@@ -6,8 +6,8 @@ by ``2 * gamma**i / (gamma + 1)`` is then within ``ALPHA`` (1 %) of every value 
 percentile read from the histogram is within 1 % (relative) of the exact nearest-rank
 percentile, whatever the distribution and however many histograms were merged.
 
-Why this layout: merging is adding counts per bucket, which MongoDB does on ingest with
-``$inc`` on ``hist.<bucket>`` (no read-modify-write, safe with N concurrent receivers);
+Why this layout: merging is adding counts per bucket, so writers push packed deltas
+(``to_packed``) that readers add up (no read-modify-write, safe with N concurrent receivers);
 the relative-error guarantee holds for any latency (1 ms and 60 s alike), unlike linear
 buckets; and the bucket count stays small (1 ms..60 s spans ~550 buckets, a typical
 endpoint-hour a few dozen), unlike storing raw samples. t-digest merges only approximately

@@ -1,9 +1,9 @@
 """Rollup counts of stored records that may wait for a later write (group commit for rollups).
 
 Why: counting records into the rollups is a handful of upserts per write whatever the number
-of records (one per level, bucket, endpoint and version; rollups.py combines them), and on
-the embedded store each upsert costs milliseconds (its update path checks every pair of
-updated paths, and a histogram has dozens). Under load the receiver's group writes follow
+of records (one per level, bucket, endpoint and version; rollups.py combines them), each
+upsert costs the embedded store 1-2 ms, and each pushes one histogram delta
+that reads must merge. Under load the receiver's group writes follow
 each other closely, so their counts are combined here and written once, by the write that
 finds nothing queued behind it, or after at most `max_delay` seconds, or at shutdown. The
 records themselves are never delayed: only this derived count is. A lone write (an idle

@@ -12,6 +12,8 @@ Requests (`request_queries`):
 - `get_request(db, record_id, project_id=None)` -> `RequestDetail | None`: the record, its
   trace's spans (`SpanView`s in start order), the decoded `CallNode` tree and the brief's
   flat `function_calls` (via `otel_pyinstrument_processor.flatten`).
+- `requests_of_trace(db, project_ids, trace_id)` -> `list[RequestSummary]`: a trace's
+  requests (the id as pasted, or a `traceparent` value; `normalize_trace_id` checks it).
 
 Dashboards, from rollups (`dashboard_queries`; cost independent of the record count):
 - `trends(db, project_id, "1h"|"24h"|"7d"|"30d", endpoint=None)` -> `Trends` (count, error
@@ -55,7 +57,12 @@ from storage_backend.query_models import (
     VersionInfo,
     to_dict,
 )
-from storage_backend.request_queries import get_request, list_requests
+from storage_backend.request_queries import (
+    get_request,
+    list_requests,
+    normalize_trace_id,
+    requests_of_trace,
+)
 from storage_backend.version_queries import compare_versions, list_versions
 
 __all__ = [
@@ -85,6 +92,8 @@ __all__ = [
     "list_requests",
     "list_versions",
     "merge_call_trees",
+    "normalize_trace_id",
+    "requests_of_trace",
     "to_dict",
     "trends",
 ]

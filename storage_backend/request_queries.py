@@ -9,7 +9,7 @@ up to `TOTAL_CAP` and flagged a lower bound, so a page costs about the same at 1
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,6 +27,7 @@ from storage_backend.query_models import (
     RequestSummary,
     SpanView,
 )
+from storage_backend.records import record_id as make_record_id
 from storage_backend.request_rollups import rollup_total, slowest_bound
 from storage_backend.rollups import as_utc
 from storage_backend.schema import PERFORMANCE_RECORDS
@@ -274,6 +275,58 @@ def _span_views(spans: list[dict[str, Any]]) -> list[SpanView]:
     ]
     views.sort(key=lambda v: v.start_time)
     return views
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def normalize_trace_id(text: str) -> str:
+    """The trace id as stored (32 lowercase hex digits) from what a user pastes: the id in
+    any case, or a W3C `traceparent` header value (`00-<trace id>-<span id>-<flags>`).
+    ValueError when it is neither, or the all-zero (invalid) id."""
+    value = text.strip().lower()
+    parts = value.split("-")
+    if len(parts) == 4 and len(parts[1]) == 32:  # a traceparent
+        value = parts[1]
+    if len(value) != 32 or not _HEX.issuperset(value) or value == "0" * 32:
+        raise ValueError(
+            f"not a trace id: {text.strip()[:80]!r} (expected 32 hex digits, "
+            "or a traceparent header value)"
+        )
+    return value
+
+
+def requests_of_trace(
+    db: Database, project_ids: Sequence[str], trace_id: str
+) -> list[RequestSummary]:
+    """The requests (performance records) of one trace in `project_ids`, in start order:
+    usually one; one per profiled service when the trace crossed several. `trace_id` as
+    `normalize_trace_id` accepts it.
+
+    Found through the trace's stored spans (indexed by trace id), whose ids give the
+    candidate record ids (`records.record_id`), read by `_id`: records have no trace-id
+    index (each index costs every ingested record), and the embedded server answers an
+    `_id` prefix range with a collection scan (measured: 1.4 s at 20k records) but an
+    `_id` `$in` from the index. So a request whose spans expired before it (`spans_days`
+    shorter than `records_days`) is not found by its trace id."""
+    wanted = normalize_trace_id(trace_id)
+    docs: list[dict[str, Any]] = []
+    for project_id in project_ids:
+        ids = [
+            make_record_id(project_id, wanted, span["span_id"])
+            for span in trace_spans(db, project_id, wanted)
+            if span.get("span_id")
+        ]
+        with translate_errors():
+            for first in range(0, len(ids), _IDS_PER_READ):
+                docs += db[PERFORMANCE_RECORDS].find(
+                    {"_id": {"$in": ids[first : first + _IDS_PER_READ]}}, _SUMMARY_FIELDS
+                )
+    docs.sort(key=lambda d: as_utc(d["timestamp"]))
+    return [summary_of(d) for d in docs]
+
+
+_IDS_PER_READ = 1000
 
 
 def get_request(

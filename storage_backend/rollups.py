@@ -6,10 +6,14 @@ Levels are 1-minute, 1-hour and 1-day buckets; each record also counts towards a
 project-wide document (`endpoint: None`) per version, so a project's trend reads one
 document per bucket and version, however many endpoints it has.
 
-Writes are `UpdateOne(upsert=True)` with `$inc`/`$max` only: commutative, so any number of
-receivers update the same documents without coordination. Reads pack a dense histogram into
-one binary field (`hpack`, see `pack_histograms`) under a guard that keeps this safe; a
-document's histogram is the sum of its `hist` fields and its `hpack`. `record_rollups` must see each
+Writes are `UpdateOne(upsert=True)` with `$inc`/`$max`/`$push` only: commutative, so any
+number of receivers update the same documents without coordination. A write's histogram is
+one packed binary value pushed onto `hdelta` (one update path: the embedded server checks
+every pair of an update's paths and applies each, so `$inc` on one `hist.<bucket>` field per
+bucket cost it ~15 ms per upsert at ~150 buckets). Reads, and writes that find many deltas,
+fold `hist`, `hpack` and `hdelta` into one `hpack` (see `pack_histograms`) under a guard that
+keeps this safe; a document's histogram is the sum of its `hist` fields (the ingest form of
+older versions), its `hpack` and its `hdelta` values. `record_rollups` must see each
 stored record exactly once; the store calls it with the records its insert actually wrote
 (duplicates of a retried export are skipped, so they are not counted twice).
 """
@@ -74,7 +78,7 @@ class _Accumulator:
     duration_sum: float = 0.0
     duration_max: float = 0.0
     expire_at: datetime | None = None
-    hist: dict[str, int] = field(default_factory=dict)
+    hist: dict[int, int] = field(default_factory=dict)
 
 
 def _rollup_id(
@@ -103,7 +107,7 @@ def rollup_changes(
     for record in records:
         duration = float((record.get("performance_metrics") or {}).get("total_duration") or 0.0)
         version = (record.get("version_info") or {}).get("app_version") or ""
-        hist_key = str(bucket_of(duration))
+        hist_key = bucket_of(duration)
         expire_at = record.get("expire_at")
         for level, width in LEVELS.items():
             if level == "1m" and as_utc(record["timestamp"]) < minute_horizon:
@@ -132,8 +136,8 @@ def rollup_changes(
             "count": acc.count,
             "errors": acc.errors,
             "duration_sum": acc.duration_sum,
+            "hdelta_n": 1,
         }
-        inc.update({f"hist.{k}": v for k, v in acc.hist.items()})
         maxima: dict[str, Any] = {"duration_max": acc.duration_max}
         if acc.expire_at is not None:
             maxima["expire_at"] = acc.expire_at
@@ -150,6 +154,7 @@ def rollup_changes(
                     },
                     "$inc": inc,
                     "$max": maxima,
+                    "$push": {"hdelta": Binary(DurationHistogram(acc.hist).to_packed())},
                 },
             )
         )
@@ -157,11 +162,39 @@ def rollup_changes(
 
 
 def record_rollups(db: Database, records: Sequence[dict[str, Any]]) -> None:
-    """Count newly stored performance records into the rollups (one unordered bulk write)."""
-    updates = rollup_updates(records)
-    if updates:
+    """Count newly stored performance records into the rollups (one unordered bulk write),
+    then fold the histograms of the documents that have gathered many deltas."""
+    changes = rollup_changes(records)
+    if changes:
         with translate_errors():
-            db[ROLLUPS].bulk_write(updates, ordered=False)
+            db[ROLLUPS].bulk_write(
+                [UpdateOne(key, change, upsert=True) for key, change in changes], ordered=False
+            )
+        fold_deltas(db, [key["_id"] for key, _ in changes])
+
+
+FOLD_AFTER_DELTAS = 16
+"""A document written this many times since its histogram was last packed gets packed by
+the next write that touches it, so a document nobody reads stays small (one ~1 KB delta
+per write otherwise: a day bucket of a busy receiver would gather tens of thousands)."""
+
+
+def fold_deltas(db: Database, ids: Sequence[str]) -> None:
+    """Pack the histograms of those of `ids` holding `FOLD_AFTER_DELTAS` deltas or more
+    (best effort and guarded, as `pack_histograms`). Costs one `_id` read of a small field;
+    the few documents due are read whole."""
+    if not ids:
+        return
+    try:
+        counted = db[ROLLUPS].find({"_id": {"$in": list(ids)}}, {"hdelta_n": 1})
+        due = [d["_id"] for d in counted if d.get("hdelta_n", 0) >= FOLD_AFTER_DELTAS]
+        if not due:
+            return
+        docs = list(db[ROLLUPS].find({"_id": {"$in": due}}, _HISTOGRAM_FIELDS))
+    except PyMongoError as exc:
+        logger.info("reading %d rollups to fold their histograms failed: %s", len(ids), exc)
+        return
+    _write_packed(db, [(doc, histogram_of(doc)) for doc in docs])
 
 
 @dataclass(slots=True)
@@ -239,51 +272,74 @@ def read_rollups(
 _FIELDS = ("bucket", "endpoint", "version", "count", "errors", "duration_sum", "duration_max")
 
 
+_HISTOGRAM_FIELDS = {"count": 1, "hist": 1, "hpack": 1, "hdelta": 1}
+
+
 def _projection(with_histogram: bool) -> dict[str, int]:
     """Only the fields a `RollupRow` holds (an inclusion projection; `_id` for packing)."""
     fields = {name: 1 for name in _FIELDS}
     if with_histogram:
-        fields["hist"] = fields["hpack"] = 1
+        fields.update(_HISTOGRAM_FIELDS)
     return fields
 
 
 PACK_MIN_BUCKETS = 24
-"""A histogram read with at least this many buckets in its ingest form gets packed."""
+"""A histogram read with at least this many buckets in the `hist` form gets packed."""
+PACK_MIN_DELTAS = 2
+"""A histogram read with at least this many `hdelta` values gets packed."""
 
 
 def histogram_of(doc: dict[str, Any]) -> DurationHistogram:
-    """A rollup document's histogram: its ingest-form `hist` fields plus its `hpack`."""
+    """A rollup document's histogram: its `hist` fields plus its `hpack` and `hdelta`s."""
     hist = DurationHistogram.from_document(doc.get("hist"))
-    packed = doc.get("hpack")
-    if packed:
-        try:
-            hist.merge_packed(packed)
-        except ValueError:
-            logger.warning("rollup %s: unreadable packed histogram ignored", doc.get("_id"))
+    for packed in [doc.get("hpack"), *(doc.get("hdelta") or ())]:
+        if packed:
+            try:
+                hist.merge_packed(packed)
+            except ValueError:
+                logger.warning("rollup %s: unreadable packed histogram ignored", doc.get("_id"))
     return hist
+
+
+def _packing_due(doc: dict[str, Any]) -> bool:
+    return (
+        len(doc.get("hist") or ()) >= PACK_MIN_BUCKETS
+        or len(doc.get("hdelta") or ()) >= PACK_MIN_DELTAS
+    )
 
 
 def pack_histograms(
     db: Database, docs: Sequence[dict[str, Any]], rows: Sequence[RollupRow]
 ) -> None:
-    """Rewrite the histograms of `docs` (just read, as `rows`) that hold many buckets in
-    their ingest form (`hist.<bucket>` fields) as one packed binary field (`hpack`).
+    """Rewrite the histograms of `docs` (just read, as `rows`) that are spread over many
+    fields or values (`hist.<bucket>` fields of older versions, `hdelta` values) as one
+    packed binary field (`hpack`).
 
-    Why: a server and a driver pay per field, and a dense rollup's histogram has hundreds
-    (measured on the embedded server: 300 documents of 400 fields read ~5x slower than the
-    same documents packed), so without this a dashboard's cost grows with the traffic per
-    bucket instead of staying O(buckets). Ingest keeps writing commutative `$inc`s (a later
-    record adds a small `hist` beside `hpack`; reads merge both). Each rewrite applies only
-    if the document's `count` is still the one read: an ingest `$inc` in between makes it
-    a no-op, so nothing counted is ever lost. Best effort: a failure (a read-only user, a
-    store going away) is logged and the histograms stay as they were."""
+    Why: a server and a driver pay per field and per value, and a dense rollup's histogram
+    has hundreds of buckets (measured on the embedded server: 300 documents of 400 fields
+    read ~5x slower than the same documents packed), so without this a dashboard's cost
+    grows with the traffic per bucket instead of staying O(buckets). Ingest keeps writing
+    commutative updates (a later write pushes an `hdelta` beside `hpack`; reads merge
+    them). Each rewrite applies only if the document's `count` is still the one read: an
+    ingest `$inc` in between makes it a no-op, so nothing counted is ever lost. Best effort:
+    a failure (a read-only user, a store going away) is logged and the histograms stay as
+    they were."""
+    _write_packed(
+        db, [(doc, row.hist) for doc, row in zip(docs, rows, strict=True) if _packing_due(doc)]
+    )
+
+
+def _write_packed(db: Database, packed: Sequence[tuple[dict[str, Any], DurationHistogram]]) -> None:
+    """`$set` each document's whole histogram as `hpack`, guarded by its `count` as read."""
     updates = [
         UpdateOne(
             {"_id": doc["_id"], "count": doc.get("count", 0)},
-            {"$set": {"hpack": Binary(row.hist.to_packed())}, "$unset": {"hist": ""}},
+            {
+                "$set": {"hpack": Binary(hist.to_packed())},
+                "$unset": {"hist": "", "hdelta": "", "hdelta_n": ""},
+            },
         )
-        for doc, row in zip(docs, rows, strict=True)
-        if len(doc.get("hist") or ()) >= PACK_MIN_BUCKETS
+        for doc, hist in packed
     ]
     if not updates:
         return

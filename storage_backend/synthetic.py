@@ -247,6 +247,8 @@ def _as_new_document(key: dict[str, Any], change: dict[str, Any]) -> dict[str, A
         for part in parents:
             target = target.setdefault(part, {})
         target[leaf] = value
+    for path, value in change.get("$push", {}).items():
+        doc[path] = [value]
     return doc
 
 

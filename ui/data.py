@@ -144,6 +144,14 @@ def request_detail(
     return q.get_request(get_store(location).db, record_id, project_id)
 
 
+@st.cache_data(ttl=QUERY_TTL, show_spinner=False)
+def requests_of_trace(
+    location: StoreLocation, project_ids: tuple[str, ...], trace_id: str
+) -> list[q.RequestSummary]:
+    """A trace's requests in `project_ids` (ValueError for a malformed id)."""
+    return q.requests_of_trace(get_store(location).db, project_ids, trace_id)
+
+
 # -- versions -----------------------------------------------------------------------------
 
 

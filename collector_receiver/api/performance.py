@@ -111,6 +111,26 @@ def get_record(record_id: str, request: Request, caller: CallerDep):
     return success(q.to_dict(detail))
 
 
+@router.get("/traces/{trace_id}", summary="The requests of one trace (find a request by trace id)")
+def trace_records(
+    trace_id: str,
+    request: Request,
+    caller: CallerDep,
+    project_id: str | None = Query(None, description="default: the project key's project"),
+):
+    """`trace_id`: 32 hex digits (any case) or a `traceparent` header value. Usually one
+    request; one per profiled service when the trace crossed several; none when the trace
+    is unknown here (not profiled, or expired)."""
+    target = caller.default_project_id(project_id)
+    try:
+        found = q.requests_of_trace(_store(request).db, [target], trace_id)
+    except ValueError as exc:
+        raise _bad_argument(exc) from exc
+    return success(
+        {"trace_id": q.normalize_trace_id(trace_id), "items": [q.to_dict(r) for r in found]}
+    )
+
+
 @router.get("/trends/{project_id}", summary="Count, error rate, p50/p95/p99 over time")
 def trends(
     project_id: str,

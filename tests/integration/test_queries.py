@@ -336,6 +336,28 @@ def test_ingest_counts_into_rollups_once_and_detail_has_spans_tree_and_calls(sto
     assert q.get_request(store.db, "nope") is None
 
 
+def test_a_trace_id_finds_its_requests_in_the_given_projects_only(store, project):
+    now_ns = int(datetime.now(timezone.utc).timestamp() * 1e9)
+    other, _ = store.projects.create(f"other-{uuid.uuid4().hex[:6]}")
+    store.ingest(project.project, _batch(0xABC, tree=None, start_ns=now_ns))
+    store.ingest(project.project, _batch(0xABD, tree=None, start_ns=now_ns))  # id + 1
+    # The same trace also entered a second profiled service of another project, later.
+    second = _batch(0xABC, tree=None, start_ns=now_ns + 10**8)
+    second[0].spans[0].span_id = "00000000000000b1"
+    store.ingest(other, second)
+    trace = f"{0xABC:032x}"
+    mine = q.requests_of_trace(store.db, [project.project.id], trace)
+    assert [(r.trace_id, r.span_id) for r in mine] == [(trace, "00000000000000a1")]
+    both = q.requests_of_trace(store.db, [other.id, project.project.id], trace.upper())
+    assert [r.span_id for r in both] == ["00000000000000a1", "00000000000000b1"]  # start order
+    # What a user pastes from a traceparent header works too; an unknown trace is empty.
+    assert q.requests_of_trace(store.db, [project.project.id], f"00-{trace}-{'1' * 16}-01")
+    assert q.requests_of_trace(store.db, [project.project.id], "f" * 32) == []
+    for bad in ("", "xyz", "0" * 32, trace[:-1], trace + "0", f"{trace}'; drop"):
+        with pytest.raises(ValueError, match="trace id"):
+            q.requests_of_trace(store.db, [project.project.id], bad)
+
+
 def test_undecodable_tree_is_reported_not_raised(store, project):
     now_ns = int(datetime.now(timezone.utc).timestamp() * 1e9)
     batch = _batch(2, tree=None, start_ns=now_ns)

@@ -106,6 +106,28 @@ def test_over_the_bound_grpc_gets_resource_exhausted_with_retry_info(store, proj
     assert ingestor.metrics.spans_refused.value(transport="grpc", reason="RESOURCE_EXHAUSTED") == 12
 
 
+def test_over_the_bound_an_export_waits_for_room_then_is_refused(store, project, gated):
+    gated_store, ingestor, target, _ = gated
+    ingestor.writer.options.admission_wait_seconds = 0.4
+    with ThreadPoolExecutor(2) as pool:
+        held = pool.submit(raw_export, target, make_spans(3, 3), _auth(project.key))  # 12 spans
+        assert gated_store.entered.acquire(timeout=10)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            raw_export(target, make_spans(3, 3), _auth(project.key))  # no room within 0.4 s
+        assert time.monotonic() - started >= 0.4
+        assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        # The next one gets room while it waits: the held write ends, and it is admitted.
+        ingestor.writer.options.admission_wait_seconds = 30
+        waiting = pool.submit(raw_export, target, make_spans(3, 3), _auth(project.key))
+        time.sleep(0.3)  # (it cannot be admitted before the gate opens: 12 + 12 > 20)
+        gated_store.gate.set()
+        held.result(timeout=20)
+        waiting.result(timeout=20)
+    assert span_counts(store) == (24, 6)
+    assert ingestor.writer.inflight_spans == 0
+
+
 def test_over_the_bound_http_gets_429_with_retry_after(store, project, gated):
     gated_store, _, _, http_url = gated
     body = export_request(make_spans(3, 3)).SerializeToString()

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from collector_receiver.http_app import create_app
 from storage_backend import Store
 from storage_backend.embedded import free_port
+from tests.integration.test_queries import _batch
 
 ADMIN = "test-admin-token-0123456789"
 
@@ -277,3 +278,25 @@ def test_collect_stores_any_valid_json_keys_and_strings(client: TestClient, stor
         "s": ["lone \\udc80 surrogate"],
         "n": str(2**70),
     }
+
+
+def test_a_request_is_found_by_its_trace_id(client: TestClient, store: Store):
+    pid, key = _create(client, "traced")
+    _, other_key = _create(client, "other")
+    now_ns = int(datetime.now(timezone.utc).timestamp() * 1e9)
+    store.ingest(store.projects.get(pid), _batch(0xBEEF, tree=None, start_ns=now_ns))
+    trace = f"{0xBEEF:032x}"
+    url = f"/api/v1/performance/traces/{trace.upper()}"
+    found = client.get(url, headers=key_header(key)).json()
+    assert found["code"] == 0 and found["data"]["trace_id"] == trace
+    (item,) = found["data"]["items"]
+    assert item["trace_id"] == trace and item["endpoint"] == "GET /items/{id}"
+    detail = client.get(f"/api/v1/performance/records/{item['id']}", headers=key_header(key))
+    assert detail.json()["data"]["summary"]["trace_id"] == trace
+    # Another project's key sees nothing of it; a malformed id is a parameter error.
+    assert client.get(url, headers=key_header(other_key)).json()["data"]["items"] == []
+    assert client.get(f"{url}?project_id={pid}", headers=key_header(other_key)).status_code == 403
+    assert client.get(url, headers=admin()).json()["code"] == 10001  # admin: name the project
+    assert client.get(f"{url}?project_id={pid}", headers=admin()).json()["data"]["items"]
+    bad = client.get("/api/v1/performance/traces/not-a-trace", headers=key_header(key)).json()
+    assert bad["code"] == 10001 and "trace id" in bad["msg"]

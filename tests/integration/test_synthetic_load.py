@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from storage_backend.rollups import record_rollups
+from storage_backend.rollups import histogram_of, record_rollups
 from storage_backend.schema import PERFORMANCE_RECORDS, ROLLUPS
 from storage_backend.synthetic import insert_synthetic
 
@@ -16,6 +16,10 @@ def _rollups(store, project_id: str) -> dict:
     out = {}
     for d in docs:
         d["duration_sum"] = round(d["duration_sum"], 9)  # summed in another order
+        # The histogram is the same counts, in as many packed deltas as there were writes.
+        d["histogram"] = histogram_of(d).counts
+        for field in ("hist", "hpack", "hdelta", "hdelta_n"):
+            d.pop(field, None)
         out[(d["level"], d["bucket"], d["endpoint"], d["version"])] = d
     return out
 

@@ -143,6 +143,35 @@ def test_request_page_shows_flame_graph_text_tree_waterfall_and_downloads(app, s
     assert len(at.get("download_button")) == 2
 
 
+def test_a_trace_id_link_opens_its_request_and_the_requests_page_finds_it(app, shop_data) -> None:
+    record = _slowest_record(shop_data)
+    # A trace viewer's link: `/request?trace=<id>` (here in upper case, as some show it).
+    app.query_params["trace"] = record.trace_id.upper()
+    at = _open(app, "views/request.py")
+    _ok(at)
+    assert at.title[0].value == "GET /api/reports/sales"
+    assert record.trace_id in at.caption[0].value
+
+    fresh = AppTest.from_file(app._script_path, default_timeout=60)
+    fresh.session_state["project_id"] = shop_data.project.id
+    at = _open(fresh, "views/requests.py")
+    at.text_input(key="req_trace").input(f"00-{record.trace_id}-{'1' * 16}-01").run()
+    _ok(at)
+    rows = _dataframes(at)[0].value
+    assert list(rows["endpoint"]) == ["GET /api/reports/sales"]
+    at.text_input(key="req_trace").input("f" * 32).run()
+    assert "No profiled request of this trace" in at.info[0].value
+    at.text_input(key="req_trace").input("not-a-trace").run()
+    assert "not a trace id" in at.error[0].value
+
+
+def test_an_unknown_trace_id_link_says_why_it_may_be_missing(app) -> None:
+    app.query_params["trace"] = "e" * 32
+    at = _open(app, "views/request.py")
+    assert not at.exception
+    assert "No profiled request of trace" in at.warning[0].value
+
+
 def test_request_page_explains_a_bad_link(app) -> None:
     app.query_params["record"] = "no-such-record"
     at = _open(app, "views/request.py")

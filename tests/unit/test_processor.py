@@ -288,7 +288,12 @@ def test_span_ended_on_another_thread_drops_the_profile_and_cleans_up(harness: H
     worker.shutdown()
 
 
-def test_shutdown_stops_running_profilers_and_span_still_ends(harness: Harness) -> None:
+@pytest.mark.parametrize("ending_hook", [True, False], ids=["on_ending", "end_override"])
+def test_shutdown_stops_running_profilers_and_span_still_ends(
+    monkeypatch: pytest.MonkeyPatch, ending_hook: bool
+) -> None:
+    monkeypatch.setattr(processor_module, "ENDING_HOOK_WORKS", ending_hook)
+    harness = Harness(PyinstrumentSpanProcessor())
     span = harness.tracer.start_span("long", kind=SpanKind.SERVER)
     assert len(get_stack_sampler().subscribers) == 1
     harness.processor.shutdown()
@@ -300,17 +305,49 @@ def test_shutdown_stops_running_profilers_and_span_still_ends(harness: Harness) 
     with harness.tracer.start_as_current_span("late", kind=SpanKind.SERVER):
         pass
     assert harness.processor.stats.profiles_started == 1
+    harness.provider.shutdown()
 
 
-def test_end_hook_is_removed_and_double_end_is_harmless(harness: Harness) -> None:
-    span = harness.tracer.start_span("req", kind=SpanKind.SERVER)
-    assert "end" in vars(span)
-    busy_alpha()
-    span.end()
-    assert "end" not in vars(span)
-    span.end()
-    assert len(harness.exporter.get_finished_spans()) == 1
-    assert harness.processor.stats.profiles_attached == 1
+@pytest.mark.parametrize("ending_hook", [True, False], ids=["on_ending", "end_override"])
+def test_profile_finishes_once_and_double_end_is_harmless(
+    monkeypatch: pytest.MonkeyPatch, ending_hook: bool
+) -> None:
+    # With the SDK's _on_ending hook the span instance is left alone; without it (an SDK
+    # that does not call the hook) end() is overridden on the instance, then restored.
+    monkeypatch.setattr(processor_module, "ENDING_HOOK_WORKS", ending_hook)
+    h = Harness(PyinstrumentSpanProcessor())
+    try:
+        span = h.tracer.start_span("req", kind=SpanKind.SERVER)
+        assert ("end" in vars(span)) is not ending_hook
+        busy_alpha()
+        span.end()
+        assert "end" not in vars(span)
+        span.end()
+        assert len(h.exporter.get_finished_spans()) == 1
+        assert "busy_alpha" in functions(tree_of(h.spans()["req"]))
+        assert h.processor.stats.profiles_attached == 1
+        assert h.processor._active == {}
+    finally:
+        h.provider.shutdown()
+
+
+def test_attributes_written_at_end_keep_the_sdk_attribute_count_limit() -> None:
+    # Written into the SDK's frozen attribute dict (from _on_ending), the profile's
+    # attributes follow the SDK's rule at the count limit: the oldest are dropped, counted.
+    h = Harness(PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=10.0))
+    h.provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=4))
+    h.provider.add_span_processor(h.processor)
+    h.provider.add_span_processor(SimpleSpanProcessor(h.exporter))
+    with h.provider.get_tracer("t").start_as_current_span(
+        "req", kind=SpanKind.SERVER, attributes={"a": 1, "b": 2, "c": 3}
+    ):
+        pass
+    span = h.spans()["req"]
+    assert list(span.attributes) == ["b", "c", attrs.PROFILE_SAMPLE_COUNT, attrs.CPU_TIME]
+    assert span.attributes[attrs.PROFILE_SAMPLE_COUNT] == 0
+    assert span.attributes[attrs.CPU_TIME] >= 0
+    assert span.dropped_attributes == 1
+    h.provider.shutdown()
 
 
 def test_tree_respects_the_span_attribute_length_limit() -> None:

@@ -25,6 +25,7 @@ def test_every_setting_is_in_the_configuration_table():
         ("ingest_max_batch_spans", 0),
         ("ingest_writers", 0),
         ("ingest_retry_after_seconds", 0),
+        ("ingest_admission_wait_seconds", -1),
         ("max_span_attributes", 0),
         ("grpc_keepalive_seconds", -1),
         ("log_format", "xml"),
@@ -75,6 +76,7 @@ def test_receiver_flags_reach_the_settings(monkeypatch):
         "ingest_max_batch_spans": "100",
         "ingest_writers": "3",
         "ingest_retry_after_seconds": "2.5",
+        "ingest_admission_wait_seconds": "0.25",
         "max_span_attributes": "64",
         "log_format": "json",
     }

@@ -26,6 +26,31 @@ METRIC_LABELS = {
 
 ctx = context.current()
 record_id = st.query_params.get("record")
+trace_id = st.query_params.get("trace")
+if trace_id and not record_id:
+    # A deep link from a trace viewer (Jaeger, Tempo, Grafana): `?trace=<trace id>`. The
+    # sidebar's project first, then every project.
+    ids = [ctx.project.id] if ctx.project else []
+    ids += [p.id for p in ctx.projects if p.id not in ids]
+    try:
+        found = data.requests_of_trace(ctx.location, tuple(ids[:1]), trace_id)
+        if not found and len(ids) > 1:
+            found = data.requests_of_trace(ctx.location, tuple(ids[1:]), trace_id)
+    except ValueError as exc:
+        st.error(str(exc))
+        st.stop()
+    if not found:
+        st.warning(
+            f"No profiled request of trace `{trace_id}`: it was not sampled by the span "
+            "processor, or it expired (retention), or it belongs to a project you cannot see."
+        )
+        st.stop()
+    if len(found) > 1:
+        st.title("Requests of a trace")
+        st.caption(f"Trace `{trace_id}` entered {len(found)} profiled services: pick one.")
+        requests_table(found, key="trace_pick")
+        st.stop()
+    record_id = found[0].id
 if not record_id:
     ctx, project = context.page_with_project("Request detail")
     overall = data.trends(ctx.location, project.id, ctx.time_range)

@@ -1,4 +1,5 @@
-"""Requests: every stored request, filtered; select one to open it."""
+"""Requests: every stored request, filtered, or the requests of one trace id; select one to
+open it."""
 
 from __future__ import annotations
 
@@ -33,6 +34,27 @@ ctx, project = context.page_with_project("Requests")
 
 summary = data.endpoint_summary(ctx.location, project.id, ctx.time_range)
 versions = data.list_versions(ctx.location, project.id, "30d")
+
+trace_id = st.text_input(
+    "Find by trace id",
+    placeholder="32 hex digits, or a traceparent header value",
+    key="req_trace",
+).strip()
+if trace_id:
+    try:
+        traced = data.requests_of_trace(ctx.location, (project.id,), trace_id)
+    except ValueError as exc:
+        st.error(str(exc))
+        st.stop()
+    if not traced:
+        st.info(
+            "No profiled request of this trace in this project (not sampled, expired, or "
+            "another project's: pick it in the sidebar)."
+        )
+    else:
+        st.caption(f"{len(traced)} request(s) of trace `{trace_id}` · select a row to open it")
+        requests_table(traced, key="trace_table")
+    st.stop()
 
 with st.container(border=True):
     c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
