@@ -32,8 +32,9 @@ Two parts, both printed as ratios:
 
 2. Fixed costs (same process, best of several timing loops): a SERVER span with our processor
    at rate 0 against the same span with OTel alone; one profiled span's start + stop + build
-   + prune + encode with an almost empty body; build + prune + encode of a realistic ~40
-   sample session alone.
+   + prune + encode with an almost empty body (also under ~30 more frames, as in a web
+   server); the pyinstrument mode's per-sample aggregation and its finish + prune + encode
+   of a realistic ~20-40 sample request alone.
 
 3. ``--steps`` only: where a sampler-mode profiled request that gets no sample spends its
    CPU, one step at a time replaced by a no-op (an ablation; see ``no_sample_steps``).
@@ -308,6 +309,16 @@ def fixed_costs() -> dict[str, float]:
         with child_tracer.start_as_current_span("SELECT", attributes={"db.system": "sqlite"}):
             pass
 
+    class Layer:
+        def call(self, depth: int, fn: Callable[[], None]) -> None:
+            if depth:
+                return self.call(depth - 1, fn)
+            return fn()
+
+    def under_layers(fn: Callable[[], None]) -> Callable[[], None]:
+        # A web server's stack above the span: ~30 more frames, methods, made per request.
+        return lambda: Layer().call(30, fn)
+
     # Interleaved, best of 9 short loops each: the pairs being compared see the same load.
     loops = {
         "otel_span_us": (span(plain), 5000),
@@ -315,6 +326,8 @@ def fixed_costs() -> dict[str, float]:
         "child_span_rate0_us": (child_span, 5000),
         "profiled_empty_span_us": (span(rate1), 500),
         "sampler_empty_span_us": (span(sampler), 2000),
+        "otel_deep_span_us": (under_layers(span(plain)), 2000),
+        "profiled_deep_span_us": (under_layers(span(rate1)), 500),
     }
     results = {name: float("inf") for name in loops}
     for _ in range(9):
@@ -345,16 +358,28 @@ def fixed_costs() -> dict[str, float]:
     )
     results["unprofiled_extra_us"] = results["rate0_span_us"] - results["otel_span_us"]
     results["profiled_fixed_us"] = results["profiled_empty_span_us"] - results["otel_span_us"]
+    results["profiled_deep_fixed_us"] = (
+        results["profiled_deep_span_us"] - results["otel_deep_span_us"]
+    )
     results["sampler_fixed_us"] = results["sampler_empty_span_us"] - results["otel_span_us"]
 
-    from pyinstrument import Profiler
+    from pyinstrument.session import Session
 
-    profiler = Profiler(interval=0.001, async_mode="disabled")
-    profiler.start()
+    from otel_pyinstrument_processor.hook_profile import HookProfile
+
+    # A ~50 ms request's samples as the pyinstrument mode takes them (pyinstrument's call
+    # hook every 1 ms; each sample aggregated into the tree as it comes, on the request's
+    # thread: timed apart as hook_aggregate_us).
+    # Warm up first: the first call imports sqlite3, ~10 more samples and three times the
+    # nodes (importlib), which a request does not do (before the fifth pass the pyinstrument
+    # mode's figure included that import, the sampler mode's did not).
     mixed_app_like_work()
-    session = profiler.stop()
-    # The processor's own path from a stopped profile to the attributes (tree build with
-    # folding, pruning, encoding), as profile_attributes.ProfileAttributes runs it.
+    hook = HookProfile(interval=0.001, strict=False, max_duration=None, use_timing_thread=None)
+    hook.start(sys._getframe())
+    mixed_app_like_work()
+    hook_records = hook.stop()
+    # The processor's own path from a stopped profile to the attributes (finish the tree,
+    # prune, encode), as profile_attributes.ProfileAttributes runs it.
     turn_into_attributes = ProfileAttributes(
         min_share=0.005,
         slow_threshold=0.0,
@@ -371,15 +396,27 @@ def fixed_costs() -> dict[str, float]:
 
         return encode
 
-    prefixes = tuple(session.sys_prefixes)
-    encode_session = encode_stopped(
+    def aggregate_one_by_one(records: list[tuple[list[str], float]]) -> None:
+        aggregator = StackAggregator()
+        for record in records:
+            aggregator.add_all((record,))
+
+    prefixes = tuple(Session.current_sys_prefixes())
+    hook_stack = hook.start_call_stack()
+    encode_hooked = encode_stopped(
         StoppedProfile(
-            session.frame_records, session.start_call_stack, 0.05, 0.001, False, prefixes, None
+            hook_records, hook_stack, 0.05, 0.001, False, prefixes, None, hook.aggregator
         )
     )
-
-    results["session_samples"] = float(len(session.frame_records))
-    results["build_prune_encode_us"] = per_call(encode_session, 200) * 1e6
+    # The same samples built into a tree only at stop, as the pyinstrument mode did before
+    # the fifth pass (the A/B of the aggregation's move, same samples, same process).
+    encode_records = encode_stopped(
+        StoppedProfile(hook_records, hook_stack, 0.05, 0.001, False, prefixes, None)
+    )
+    results["hook_samples"] = float(len(hook_records))
+    results["hook_aggregate_us"] = per_call(lambda: aggregate_one_by_one(hook_records), 200) * 1e6
+    results["build_prune_encode_us"] = per_call(encode_hooked, 200) * 1e6
+    results["records_build_prune_encode_us"] = per_call(encode_records, 200) * 1e6
 
     # The same work sampled by the sampling thread every 10 ms (what sampler mode builds).
     from otel_pyinstrument_processor.stack_sampler import shared_sampler
@@ -409,8 +446,11 @@ def fixed_costs() -> dict[str, float]:
     results["sampler_tree_hot_us"] = (
         results["sampler_fixed_us"] + results["sampler_build_prune_encode_us"]
     )
+    # (The aggregation runs during the request, sample by sample; it is in the sum.)
     results["profiled_tree_hot_us"] = (
-        results["profiled_fixed_us"] + results["build_prune_encode_us"]
+        results["profiled_fixed_us"]
+        + results["hook_aggregate_us"]
+        + results["build_prune_encode_us"]
     )
     return results
 

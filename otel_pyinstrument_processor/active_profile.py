@@ -19,24 +19,17 @@ from contextvars import Token
 from typing import Any, NamedTuple
 
 from opentelemetry.sdk.trace import Span
-from pyinstrument import Profiler
 from pyinstrument.session import Session
 from pyinstrument.stack_sampler import timing_overhead
 
+from otel_pyinstrument_processor.hook_profile import HookProfile
 from otel_pyinstrument_processor.request_metrics import RequestMetrics
-from otel_pyinstrument_processor.request_profile import BoundedProfiler, ProfileMarker
+from otel_pyinstrument_processor.request_profile import ProfileMarker
 from otel_pyinstrument_processor.stack_sampler import SampledRequest, StackSampler, shared_sampler
 from otel_pyinstrument_processor.tree_builder import StackAggregator
 
 _logger = logging.getLogger(__name__)
 
-# Outside an event loop, "disabled": each Profiler samples only the OS thread it started on,
-# which is what a threaded server needs, and several profilers may share a thread. Inside a
-# running event loop, "strict": pyinstrument follows the request's context (each asyncio task
-# has its own), records time the request spends awaiting as an <await> frame under the
-# awaiting coroutine, and time other tasks run as <out-of-context>, never their frames.
-_THREAD_MODE = "disabled"
-_ASYNC_MODE = "strict"
 _SLOW_TIMER_SECONDS = 300e-9  # pyinstrument's own threshold for warning about the timer
 
 
@@ -59,7 +52,7 @@ class ActiveProfile:
 
     def __init__(self, span: Span, metrics: RequestMetrics, marker: ProfileMarker) -> None:
         self.span = span
-        self.profiler: BoundedProfiler | None = None  # set in pyinstrument mode
+        self.profiler: HookProfile | None = None  # set in pyinstrument mode
         self.sampled: SampledRequest | None = None  # set in sampler mode
         self.metrics = metrics
         self.thread_id = marker.thread_id
@@ -84,8 +77,8 @@ class StoppedProfile(NamedTuple):
     cpu_time: float | None
     """CPU seconds of the request's thread, when it was stopped on that thread."""
     aggregator: StackAggregator | None = None
-    """The records already aggregated (the first ``aggregator.samples`` of them), in
-    sampler mode."""
+    """The records already aggregated (the first ``aggregator.samples`` of them) by the
+    sampling thread or, in pyinstrument mode, by the call hook as the samples came."""
 
 
 class ProfileModes:
@@ -112,9 +105,9 @@ class ProfileModes:
         self._shared_sampler: StackSampler | None = None
         self._sys_prefixes: tuple[str, ...] | None = None
         self._lock = threading.Lock()
-        # Profilers whose span ended on another thread: pyinstrument can only stop a
-        # profiler on its own thread, so they are stopped at that thread's next span.
-        self._orphans: dict[int, list[Profiler]] = {}
+        # Profiles whose span ended on another thread: pyinstrument's sampler can only be
+        # unsubscribed on its own thread, so they are stopped at that thread's next span.
+        self._orphans: dict[int, list[HookProfile]] = {}
 
     @property
     def has_orphans(self) -> bool:
@@ -134,17 +127,23 @@ class ProfileModes:
                 self, self.sampler_interval, caller, self.max_duration, self.slow_threshold
             )
             return state
-        profiler = BoundedProfiler(
+        profile = HookProfile(
             interval=self.interval,
-            # A thread sampler cannot attribute coroutines: asyncio requests always use
-            # pyinstrument's strict async mode.
-            async_mode=_ASYNC_MODE if in_event_loop else _THREAD_MODE,
+            # Outside an event loop a profile samples only the OS thread it started on (what
+            # a threaded server needs; several may share a thread). Inside one, pyinstrument's
+            # strict async mode follows the request's context (each asyncio task has its
+            # own): time it awaits shows as <await> under the awaiting coroutine, time other
+            # tasks run as <out-of-context>, never their frames. (A thread sampler cannot
+            # attribute coroutines: asyncio requests use this mode in sampler mode too.)
+            strict=in_event_loop,
             max_duration=self.max_duration,
             use_timing_thread=self._timing_thread(),
+            # Keep-if-slow drops the trees of faster requests unbuilt: aggregate from then.
+            aggregate_after=self.slow_threshold,
         )
-        marker.use_timing_thread = profiler.use_timing_thread
-        state.profiler = profiler
-        profiler.start(caller_frame=caller, target_description=span.name)
+        marker.use_timing_thread = profile.use_timing_thread
+        state.profiler = profile
+        profile.start(caller)
         return state
 
     def stop(self, state: ActiveProfile) -> StoppedProfile | None:
@@ -170,38 +169,42 @@ class ProfileModes:
                     sampled.aggregator,
                 )
             )
-        profiler = state.profiler
-        if profiler is None:
+        profile = state.profiler
+        if profile is None:
             return None
         if not on_thread:
+            profile.abandon()  # its samples until then are lost: stop taking more
             with self._lock:
-                self._orphans.setdefault(state.thread_id, []).append(profiler)
+                self._orphans.setdefault(state.thread_id, []).append(profile)
             return None
-        session = profiler.stop()
-        return StoppedProfile(
-            session.frame_records,
-            session.start_call_stack,
-            float(session.duration),
-            self.interval,
-            profiler.stopped_early,
-            tuple(session.sys_prefixes),
-            time.thread_time() - state.cpu_start,
+        records = profile.stop()
+        return StoppedProfile._make(
+            (
+                records,
+                profile.start_call_stack(),
+                profile.duration,
+                self.interval,
+                profile.stopped_early,
+                self._sys_prefixes or self._library_prefixes(),
+                time.thread_time() - state.cpu_start,
+                profile.aggregator,
+            )
         )
 
     def reap_orphans(self) -> None:
-        """Stop the profilers orphaned on this thread; forget those of dead threads."""
+        """Stop the profiles orphaned on this thread; forget those of dead threads."""
         alive = {thread.ident for thread in threading.enumerate()}
         with self._lock:
-            profilers = self._orphans.pop(threading.get_ident(), None)
-            # A dead thread's sampler died with it: just forget its profilers.
+            profiles = self._orphans.pop(threading.get_ident(), None)
+            # A dead thread's sampler died with it: just forget its profiles.
             for ident in [ident for ident in self._orphans if ident not in alive]:
                 del self._orphans[ident]
-        for profiler in profilers or ():
+        for profile in profiles or ():
             try:
-                profiler.stop()
+                profile.stop()
             except Exception:
                 # Expected only when this thread reuses the ident of a dead one.
-                _logger.debug("pystrument: orphaned profiler already gone", exc_info=True)
+                _logger.debug("pystrument: orphaned profile already gone", exc_info=True)
 
     def release(self) -> None:
         """Give up the shared sampling thread (it stops when no processor uses it)."""

@@ -59,6 +59,10 @@ def remove_profiler_frames(tree: CallTreeNode, options: PruneOptions) -> CallTre
     """
     glue_files = _paths_for(options).glue
     parents_first = _parents_first(tree)
+    # Plumbing reaches profiler code: most trees have none (a sample rarely falls in the
+    # span's start or end), and then there is nothing to remove.
+    if not any(glue_files[node.file][1] for node in parents_first):
+        return tree
     plumbing: set[int] = set()  # id() of nodes whose subtree is all glue and reaches profiler
     verdicts: dict[int, tuple[bool, bool]] = {}  # id(node) -> (all glue, reaches profiler)
     for node in reversed(parents_first):

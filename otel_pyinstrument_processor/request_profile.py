@@ -1,4 +1,4 @@
-"""One request's running profile: the context marker, the bounded profiler, worker samples.
+"""One request's running profile: the context marker and its worker-thread samples.
 
 The processor sets a :class:`ProfileMarker` in the request's context while it profiles the
 request; code running in that context (child spans, worker threads that copied the context,
@@ -7,11 +7,9 @@ Django's SQL middleware) finds it with :func:`current_marker`.
 
 from __future__ import annotations
 
-import math
 import threading
 from contextvars import ContextVar
 
-from pyinstrument import Profiler
 from pyinstrument.frame import AWAIT_FRAME_IDENTIFIER
 
 from otel_pyinstrument_processor.request_metrics import RequestMetrics
@@ -54,40 +52,6 @@ def current_marker() -> ProfileMarker | None:
 current_profile: ContextVar[ProfileMarker | None] = ContextVar(
     "pystrument_current_profile", default=None
 )
-
-
-class BoundedProfiler(Profiler):
-    """A Profiler that stops recording samples once ``max_duration`` seconds have passed,
-    so a runaway request cannot grow an unbounded sample list or tree."""
-
-    def __init__(
-        self,
-        *,
-        interval: float,
-        async_mode: str,
-        max_duration: float | None,
-        use_timing_thread: bool | None,
-    ) -> None:
-        super().__init__(
-            interval=interval,
-            async_mode=async_mode,  # type: ignore[arg-type]
-            use_timing_thread=use_timing_thread,
-        )
-        self.remaining = math.inf if max_duration is None else max_duration
-        self.stopped_early = False
-
-    def _sampler_saw_call_stack(self, call_stack, time_since_last_sample, async_state):  # type: ignore[no-untyped-def]
-        if self.stopped_early:
-            return
-        # Count down with the sample's own elapsed time: reading a clock here would cost a
-        # timer call per sample.
-        self.remaining -= time_since_last_sample
-        if self.remaining < 0:
-            # pyinstrument's sampler may only be unsubscribed from outside its own callback;
-            # from here on each sample costs one comparison and is not kept.
-            self.stopped_early = True
-            return
-        super()._sampler_saw_call_stack(call_stack, time_since_last_sample, async_state)
 
 
 _THREADPOOL_MARKERS = ("run_in_threadpool", "run_sync", "to_thread")

@@ -1,7 +1,7 @@
 """Profile work a request hands to a thread pool (FastAPI ``def`` endpoints, executors).
 
-pyinstrument samples one thread per profiler, and the entry span's profiler runs on the
-thread that started the span (the event loop, for ASGI apps). Work that runs in a worker
+pyinstrument's call hook samples one thread per profile, and the entry span's profile runs
+on the thread that started the span (the event loop, for ASGI apps). Work that runs in a worker
 thread copies the request's context, so :func:`thread_profile` finds the request's running
 profile there, samples the worker thread while the work runs, and hands the samples to the
 entry span, whose tree shows them where the request awaited the thread pool.
@@ -18,8 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from pyinstrument import Profiler
-
+from otel_pyinstrument_processor.hook_profile import HookProfile
 from otel_pyinstrument_processor.request_profile import current_marker
 
 _logger = logging.getLogger(__name__)
@@ -37,13 +36,16 @@ def thread_profile() -> Iterator[None]:
     if marker is None or marker.thread_id == threading.get_ident():
         yield
         return
-    profiler = Profiler(
+    # Not aggregated: the samples are merged into the request's own (merge_worker_records).
+    profile = HookProfile(
         interval=marker.interval,
-        async_mode="disabled",
+        strict=False,
+        max_duration=None,
         use_timing_thread=marker.use_timing_thread,
+        aggregate_after=None,
     )
     try:
-        profiler.start(caller_frame=sys._getframe(2))
+        profile.start(sys._getframe(2))
     except Exception:
         _logger.debug("pystrument: could not profile a worker thread", exc_info=True)
         yield
@@ -52,9 +54,10 @@ def thread_profile() -> Iterator[None]:
         yield
     finally:
         try:
-            session = profiler.stop()
-            skip = len(session.start_call_stack)
-            records = [(stack[skip:], elapsed) for stack, elapsed in session.frame_records]
+            # Each stack starts with the thread's frame, then the starting frame's callers
+            # and itself (profile.start_codes): the worker's own frames follow.
+            skip = 1 + len(profile.start_codes)
+            records = [(stack[skip:], elapsed) for stack, elapsed in profile.stop()]
             with marker.metrics.lock:  # the metrics' (shared) lock guards this list too
                 marker.worker_records.extend(records)
         except Exception:

@@ -227,3 +227,14 @@ def test_deep_chain_round_trips_without_recursion() -> None:
     assert not encoded.truncated
     assert sum(1 for _ in iter_nodes(decode_profile(encoded.tree))) == 20_000
     assert sum(1 for _ in iter_nodes(copy_tree(root))) == 20_000
+
+
+def test_payload_json_is_compact_canonical_json() -> None:
+    # The same bytes json.dumps writes for the payload, for names JSON must escape too.
+    awkward = CallTreeNode('say "hi"\\ \t\x01', "/srv/äpp/\udcff.py", 7, 0.002, -1e-9, 2)
+    tree = CallTreeNode("root", "/srv/app/main.py", 1, 0.0025, 0.0005, 3, [awkward])
+    raw = payload_json(tree)
+    payload = json.loads(raw)
+    assert raw == json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    assert payload["strings"][2] == 'say "hi"\\ \t\x01'
+    assert payload["nodes"] == [[0, 1, 1, 2500, 500, 3, 1], [2, 3, 7, 2000, 0, 2, 0]]
