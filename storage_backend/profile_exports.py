@@ -25,7 +25,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.profiles.v1development import profiles_pb2 as otlp
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from otel_pyinstrument_processor import CallTreeNode
+from otel_pyinstrument_processor import CallTreeNode, iter_nodes
 
 SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 SCOPE_NAME = "pystrument"
@@ -38,14 +38,14 @@ def frame_label(node: CallTreeNode) -> str:
 
 
 def self_time_stacks(tree: CallTreeNode) -> Iterator[tuple[list[CallTreeNode], float]]:
-    """(path from the root, self seconds) for every node with self time, in pre-order.
-    Iterative: stacks can be as deep as the recursion limit."""
-    walk: list[tuple[CallTreeNode, list[CallTreeNode]]] = [(tree, [tree])]
-    while walk:
-        node, path = walk.pop()
+    """(path from the root, self seconds) for every node with self time, in pre-order. The
+    path list is reused from one item to the next: copy it to keep it."""
+    path: list[CallTreeNode] = []
+    for node, depth in iter_nodes(tree):
+        del path[depth:]
+        path.append(node)
         if node.self_time > 0:
             yield path, node.self_time
-        walk.extend((child, [*path, child]) for child in reversed(node.children))
 
 
 def folded_stacks(tree: CallTreeNode) -> str:

@@ -256,6 +256,15 @@ def decode_record_tree(doc: dict[str, Any]) -> tuple[CallTreeNode | None, str | 
         return None, str(exc)
 
 
+def _find_record(db: Database, record_id: str, project_id: str | None) -> dict[str, Any] | None:
+    """The performance record `record_id` (only in `project_id`, when given)."""
+    query: dict[str, Any] = {"_id": record_id}
+    if project_id is not None:
+        query["project_id"] = project_id
+    with translate_errors():
+        return db[PERFORMANCE_RECORDS].find_one(query)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class RecordProfile:
     """A request's call tree with what an export links it to (`profile_exports`)."""
@@ -276,11 +285,7 @@ def get_record_profile(
     """One request's decoded call tree and its span's identity; None when there is no such
     record (in `project_id`, when given) or it carries no tree. Raises ProfileDecodeError
     for a stored tree that cannot be read."""
-    query: dict[str, Any] = {"_id": record_id}
-    if project_id is not None:
-        query["project_id"] = project_id
-    with translate_errors():
-        doc = db[PERFORMANCE_RECORDS].find_one(query)
+    doc = _find_record(db, record_id, project_id)
     profile = (doc or {}).get("profile") or {}
     if doc is None or not profile.get("tree"):
         return None
@@ -391,13 +396,9 @@ def get_request(
 ) -> RequestDetail | None:
     """One request with its trace's spans, decoded call tree and flat `function_calls`;
     None when there is no such record (in `project_id`, when given)."""
-    query: dict[str, Any] = {"_id": record_id}
-    if project_id is not None:
-        query["project_id"] = project_id
-    with translate_errors():
-        doc = db[PERFORMANCE_RECORDS].find_one(query)
-        if doc is None:
-            return None
+    doc = _find_record(db, record_id, project_id)
+    if doc is None:
+        return None
     spans = trace_spans(db, doc["project_id"], doc.get("trace_id") or "")
     tree, error = decode_record_tree(doc)
     record = {k: v for k, v in doc.items() if k not in ("_id", "profile", "expire_at")}
