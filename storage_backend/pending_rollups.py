@@ -34,7 +34,7 @@ DEFAULT_MAX_RECORDS = 20_000
 
 
 def _rollup_fields(record: dict[str, Any]) -> dict[str, Any]:
-    """What `rollup_updates` reads of a record: a small copy, so the buffer does not keep
+    """What `rollup_changes` reads of a record: a small copy, so the buffer does not keep
     call trees and request details alive."""
     metrics = record.get("performance_metrics") or {}
     version = record.get("version_info") or {}

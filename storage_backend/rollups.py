@@ -88,20 +88,14 @@ def _rollup_id(
     return hashlib.sha1(raw.encode()).hexdigest()
 
 
-def rollup_updates(
-    records: Iterable[dict[str, Any]], *, now: datetime | None = None
-) -> list[UpdateOne]:
-    """The upserts that count `records` (performance_records documents) into the rollups,
-    combined per target document so a batch costs one write per document it touches.
-    Records older than the minute rollups' retention skip that level (it would expire)."""
-    return [UpdateOne(key, change, upsert=True) for key, change in rollup_changes(records, now=now)]
-
-
 def rollup_changes(
     records: Iterable[dict[str, Any]], *, now: datetime | None = None
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """`rollup_updates` as (filter, update document) pairs: `{"_id": ...}` and its
-    `$setOnInsert`/`$inc`/`$max`, for a writer that builds its own operations."""
+    """The upserts that count `records` (performance_records documents) into the rollups,
+    as (filter, update document) pairs: `{"_id": ...}` and its `$setOnInsert`/`$inc`/
+    `$max`/`$push`, combined per target document so a batch costs one write per document it
+    touches. Records older than the minute rollups' retention skip that level (it would
+    expire)."""
     minute_horizon = (now or datetime.now(timezone.utc)) - MINUTE_ROLLUP_RETENTION
     groups: dict[tuple[str, str, datetime, str | None, str], _Accumulator] = {}
     for record in records:

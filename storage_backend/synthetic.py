@@ -7,7 +7,7 @@ is built from a synthetic server span by `records.build_performance_record`, the
 ingest uses, so documents have exactly the stored shape. Deterministic per seed.
 
 `insert_synthetic` writes them the way a bulk load should: large `insert_many` batches, and
-the rollups of the whole load combined in memory by `rollups.rollup_updates` (the function
+the rollups of the whole load combined in memory by `rollups.rollup_changes` (the function
 ingest uses) into one upsert per rollup document, instead of one bulk write per batch.
 """
 
@@ -206,7 +206,7 @@ def insert_synthetic(
                     progress(done)
 
     def produced() -> Iterator[dict[str, Any]]:
-        # Records flow through here into rollup_updates, which keeps only its per-document
+        # Records flow through here into rollup_changes, which keeps only its per-document
         # accumulators: a 1M-record load holds a few batches of records at a time.
         batch: list[dict[str, Any]] = []
         for record in synthetic_records(project_id, count, **options):
