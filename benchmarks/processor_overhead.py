@@ -28,7 +28,12 @@ Two parts, both printed as ratios:
 
    Then, per endpoint, each profiler's CPU increment over the tracing it runs on (ours,
    Pyroscope's and pyinstrument's recipe over OTel only; Sentry's profiler over Sentry's own
-   tracing), from the best rounds and per round, beside the A/A row (the noise).
+   tracing), from the best rounds and per round, beside the A/A row (the noise); the median
+   increment in µs of CPU per request (the baselines differ: Sentry's tracing costs more than
+   OTel's, so a percentage over it flatters Sentry); and the stack samples per request that
+   reached the exporter (ours) or the transport (Sentry), the check that the sampling was
+   equal. ``bg µs`` is the CPU per request of the process's other threads (sampling
+   threads, span export): where a thread sampler's cost lands.
 
 2. Fixed costs (same process, best of several timing loops): a SERVER span with our processor
    at rate 0 against the same span with OTel alone; one profiled span's start + stop + build
@@ -71,6 +76,13 @@ VARIANTS = (
 )
 ENDPOINTS = {"/fast": 400, "/mixed": 20}  # requests per round per variant
 
+# Stack samples the profiler took of the requests, counted where each profiler hands its
+# profiles over (our spans' sample_count as they are exported; Sentry's profile envelopes,
+# the active thread's samples): the check that "equal sampling" holds (Sentry drops a
+# profile with fewer than 2 samples unsent, so its count misses those).
+_samples = {"count": 0}
+_flush: list[Callable[[], Any]] = []
+
 # Each profiler's cost is its increment over the tracing it runs on: ours, Pyroscope's and
 # pyinstrument's recipe run on OTel; Sentry's profiler runs on Sentry's own tracing.
 # `otel_again` is OTel only once more: its "increment" is this run's noise (A/A).
@@ -111,7 +123,12 @@ def make_app(variant: str) -> Callable[..., Any]:
 
         class DroppingTransport(Transport):
             def capture_envelope(self, envelope: Any) -> None:
-                pass
+                for item in envelope.items:
+                    profile = item.payload.json if item.type == "profile" else None
+                    if profile:
+                        active = profile["transactions"][0]["active_thread_id"]
+                        samples = profile["profile"]["samples"]
+                        _samples["count"] += sum(s["thread_id"] == active for s in samples)
 
         sentry_sdk.init(
             dsn="http://public@127.0.0.1:9/1",
@@ -140,11 +157,13 @@ def make_app(variant: str) -> Callable[..., Any]:
     def mixed() -> str:
         return str(mixed_work())
 
-    if variant in ("none", "sentry", "sentry_traces"):
-        return app.wsgi_app
-    # otel_again: OTel only, a second time (the A/A pair that measures the noise).
-    _instrument(app, variant)
-    return app.wsgi_app
+    if variant not in ("none", "sentry", "sentry_traces"):
+        # otel_again: OTel only, a second time (the A/A pair that measures the noise).
+        _instrument(app, variant)
+    # The app itself, as a WSGI server calls it: Sentry's Flask integration wraps
+    # Flask.__call__, so calling app.wsgi_app would bypass Sentry entirely (no transaction,
+    # no profile: it did, in this benchmark's runs before session 4).
+    return app
 
 
 def _instrument(app: Any, variant: str) -> None:
@@ -153,12 +172,16 @@ def _instrument(app: Any, variant: str) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
     from otel_pyinstrument_processor import ProfilerConfig, PyinstrumentSpanProcessor
+    from otel_pyinstrument_processor.attributes import PROFILE_SAMPLE_COUNT
 
     class DroppingExporter(SpanExporter):
         def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            for span in spans:
+                _samples["count"] += (span.attributes or {}).get(PROFILE_SAMPLE_COUNT, 0)
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider()
+    _flush.append(provider.force_flush)
     if variant == "ours_rate0":
         provider.add_span_processor(PyinstrumentSpanProcessor(sampling_rate=0.0))
     elif variant == "ours_default":
@@ -212,7 +235,11 @@ def run_worker(variant: str, endpoint: str, count: int) -> dict[str, float]:
     for _ in range(max(3, count // 10)):
         b"".join(wsgi(dict(environ), start_response))
     latencies = []
+    for flush in _flush:
+        flush()
+    _samples["count"] = 0
     cpu_began = time.process_time()
+    thread_began = time.thread_time()
     began = time.perf_counter()
     for _ in range(count):
         started = time.perf_counter()
@@ -220,9 +247,15 @@ def run_worker(variant: str, endpoint: str, count: int) -> dict[str, float]:
         latencies.append(time.perf_counter() - started)
     elapsed = time.perf_counter() - began
     cpu = time.process_time() - cpu_began
+    request_thread_cpu = time.thread_time() - thread_began
+    for flush in _flush:
+        flush()
     latencies.sort()
     return {
         "cpu": cpu / count,
+        # The rest of the process: sampling threads, span export, timing threads.
+        "background_cpu": (cpu - request_thread_cpu) / count,
+        "samples": _samples["count"] / count,
         "p50": latencies[len(latencies) // 2],
         "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "rps": count / elapsed,
@@ -230,7 +263,9 @@ def run_worker(variant: str, endpoint: str, count: int) -> dict[str, float]:
 
 
 def run_variant(variant: str, endpoint: str, count: int) -> dict[str, float] | str:
-    env = {**os.environ, "PYINSTRUMENT_IGNORE_OVERHEAD_WARNING": "1"}
+    # One hash seed for every worker: dict and set layouts (and so the cache behaviour of
+    # the same code) then differ less between the subprocesses being compared.
+    env = {**os.environ, "PYINSTRUMENT_IGNORE_OVERHEAD_WARNING": "1", "PYTHONHASHSEED": "0"}
     done = subprocess.run(
         [sys.executable, __file__, "--worker", variant, endpoint, str(count)],
         capture_output=True,
@@ -674,7 +709,7 @@ def best_of(results: list[dict[str, float]]) -> dict[str, float]:
     """Best round per measure: on a shared machine a disturbance only makes a figure worse."""
     best = dict(results[0])
     for result in results[1:]:
-        for measure in ("p50", "p99", "cpu"):
+        for measure in ("p50", "p99", "cpu", "background_cpu"):
             best[measure] = min(best[measure], result[measure])
         best["rps"] = max(best["rps"], result["rps"])
     return best
@@ -697,7 +732,10 @@ def print_increments(
     if not rows:
         return
     print(f"\n{endpoint}  profiler CPU per request over its own tracing (lower is better)")
-    print(f"{'profiler':<18}{'over':<15}{'best':>9}{'median':>9}{'range':>20}")
+    print(
+        f"{'profiler':<18}{'over':<15}{'best':>9}{'median':>9}{'range':>20}"
+        f"{'µs/req':>9}{'samples/req':>13}"
+    )
     for variant in rows:
         baseline = PROFILER_BASELINES[variant]
         if (baseline, endpoint) not in best:
@@ -713,7 +751,20 @@ def print_increments(
         spread = f"{min(paired):+.1%} .. {max(paired):+.1%}"
         median = sorted(paired)[len(paired) // 2]
         label = f"{variant} (A/A)" if variant == "otel_again" else variant
-        print(f"{label:<18}{baseline:<15}{overall:>+9.1%}{median:>+9.1%}{spread:>20}")
+        # Absolute: the baselines differ (Sentry's own tracing costs more than OTel's), so
+        # the same profiler cost is a smaller percentage over Sentry's.
+        added = [
+            mine["cpu"] - theirs["cpu"]
+            for mine, theirs in zip(
+                runs[(variant, endpoint)], runs[(baseline, endpoint)], strict=False
+            )
+        ]
+        added_us = sorted(added)[len(added) // 2] * 1e6
+        samples = sorted(r.get("samples", 0.0) for r in runs[(variant, endpoint)])
+        print(
+            f"{label:<18}{baseline:<15}{overall:>+9.1%}{median:>+9.1%}{spread:>20}"
+            f"{added_us:>+9.0f}{samples[len(samples) // 2]:>13.2f}"
+        )
 
 
 # -- main -------------------------------------------------------------------------------
@@ -787,7 +838,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for endpoint in ENDPOINTS if variants else ():
         base = best.get(("otel", endpoint))
         print(f"\n{endpoint}  (ratios to OTel only; lower latency / higher throughput is better)")
-        header = ("p50 ms", "p99 ms", "req/s", "cpu ms", "p50 x", "p99 x", "thru x", "cpu x")
+        header = ("p50 ms", "p99 ms", "req/s", "cpu ms", "bg µs", "p50 x", "p99 x", "thru x")
+        header += ("cpu x",)
         print(f"{'variant':<18}" + "".join(f"{h:>9}" for h in header))
         for variant in variants:
             r = best.get((variant, endpoint))
@@ -801,7 +853,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(
                 f"{variant:<18}{r['p50'] * 1e3:>9.3f}{r['p99'] * 1e3:>9.3f}{r['rps']:>9.0f}"
-                f"{r['cpu'] * 1e3:>9.3f}" + "".join(f"{ratio:>9.3f}" for ratio in ratios)
+                f"{r['cpu'] * 1e3:>9.3f}{r['background_cpu'] * 1e6:>9.1f}"
+                + "".join(f"{ratio:>9.3f}" for ratio in ratios)
             )
         print_increments(endpoint, variants, runs, best)
 
