@@ -118,7 +118,9 @@ class ProfileModes:
         self, span: Span, caller: types.FrameType, metrics: RequestMetrics, marker: ProfileMarker
     ) -> ActiveProfile:
         """Start profiling the calling thread (or its asyncio task) for ``span``; ``caller``
-        is the frame that starts the profile (its callers are the tree's stem)."""
+        is the frame that starts the profile (its callers are the tree's stem). In
+        pyinstrument mode the profile is made but takes no sample until :meth:`subscribe`,
+        so that the caller can do its own bookkeeping first, outside the per-call hook."""
         in_event_loop = asyncio._get_running_loop() is not None
         state = ActiveProfile(span, metrics, marker)
         if self.mode == "sampler" and not in_event_loop:
@@ -143,8 +145,15 @@ class ProfileModes:
         )
         marker.use_timing_thread = profile.use_timing_thread
         state.profiler = profile
-        profile.start(caller)
         return state
+
+    def subscribe(self, state: ActiveProfile, caller: types.FrameType) -> None:
+        """Turn on sampling of a pyinstrument-mode profile made by :meth:`start` (nothing
+        to do in sampler mode). Raises what pyinstrument raises, e.g. RuntimeError when a
+        strict profile already runs in this context."""
+        profile = state.profiler
+        if profile is not None:
+            profile.start(caller)
 
     def stop(self, state: ActiveProfile) -> StoppedProfile | None:
         """Stop ``state``'s profile and return its samples. None when a pyinstrument profile

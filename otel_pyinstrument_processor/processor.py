@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from otel_pyinstrument_processor import attributes as attrs
-from otel_pyinstrument_processor.active_profile import ActiveProfile, ProfileModes
+from otel_pyinstrument_processor.active_profile import ActiveProfile, ProfileModes, StoppedProfile
 from otel_pyinstrument_processor.config import ProfilerConfig
 from otel_pyinstrument_processor.processor_stats import ProcessorStats, RateLimitedLog
 from otel_pyinstrument_processor.profile_attributes import ProfileAttributes
@@ -304,6 +304,15 @@ class PyinstrumentSpanProcessor(SpanProcessor):
                 raise
         self._active[id(span)] = state  # a dict store is atomic: no processor lock
         state.token = current_profile.set(marker)
+        try:
+            # Last: pyinstrument's per-call hook then times none of the bookkeeping above.
+            self._modes.subscribe(state, caller)
+        except BaseException:
+            self._active.pop(id(span), None)
+            current_profile.reset(state.token)
+            if not self._ending_hook:
+                restore_end(span, state.previous_end)
+            raise
         self._stats.increment("profiles_started")
 
     def _end_hooked(self, state: ActiveProfile) -> None:
@@ -315,6 +324,13 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         """Stop the profile and attach the results to the span; never raises. Called once
         per profile, by whoever popped it from ``_active``."""
         state.finished = True
+        # First: pyinstrument's per-call hook then times none of the bookkeeping below.
+        stop_failed = False
+        try:
+            stopped = self._modes.stop(state)
+        except Exception:
+            self._error("stop", "pystrument: could not stop the profiler")
+            stopped, stop_failed = None, True
         state.marker.active = False
         try:
             if not self._ending_hook:
@@ -328,18 +344,15 @@ class PyinstrumentSpanProcessor(SpanProcessor):
                     pass  # ended in another context: the marker stays there, reads as finished
             if self._modes.has_orphans:
                 self._modes.reap_orphans()
-            attributes = self._stop_and_measure(state)
+            attributes = None if stop_failed else self._measure(state, stopped)
             if attributes is not None and not state.discard:
                 self._attach(state.span, attributes)
         except Exception:
             self._error("finish", "pystrument: could not finish a span's profile")
 
-    def _stop_and_measure(self, state: ActiveProfile) -> dict[str, Any] | None:
-        try:
-            stopped = self._modes.stop(state)
-        except Exception:
-            self._error("stop", "pystrument: could not stop the profiler")
-            return None
+    def _measure(
+        self, state: ActiveProfile, stopped: StoppedProfile | None
+    ) -> dict[str, Any] | None:
         if stopped is None:
             self._stats.increment("profiles_dropped_cross_thread")
             self._log.warning(

@@ -457,3 +457,34 @@ def test_export_headers_prefer_traces_headers_and_lowercase(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-general=1")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "X-Traces=2,Authorization=old")
     assert export_headers("k") == {"x-traces": "2", "authorization": "Bearer k"}
+
+
+def test_a_subscription_pyinstrument_refuses_leaves_nothing_behind(harness: Harness) -> None:
+    # pyinstrument allows one strict (async) profiler per context: with the app's own
+    # running, ours cannot subscribe. The span must end normally, unprofiled, and nothing
+    # of the attempt (running profile, context marker, end hook) may stay behind.
+    import asyncio
+
+    from pyinstrument import Profiler
+
+    from otel_pyinstrument_processor.request_profile import current_profile
+
+    async def request() -> tuple[object, object]:
+        app_profiler = Profiler(async_mode="strict")
+        app_profiler.start()
+        try:
+            with harness.tracer.start_as_current_span("req", kind=SpanKind.SERVER):
+                marker_inside = current_profile.get()
+                busy_alpha()
+        finally:
+            app_profiler.stop()
+        return marker_inside, current_profile.get()
+
+    marker_inside, marker_after = asyncio.run(request())
+    assert marker_inside is None and marker_after is None
+    span = harness.spans()["req"]
+    assert attrs.PROFILE_SAMPLE_COUNT not in span.attributes
+    assert harness.processor._active == {}
+    assert harness.processor.stats.errors == 1
+    assert harness.processor.stats.profiles_started == 0
+    assert get_stack_sampler().subscribers == []
