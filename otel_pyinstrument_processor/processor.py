@@ -306,7 +306,8 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         state.token = current_profile.set(marker)
         try:
             # Last: pyinstrument's per-call hook then times none of the bookkeeping above.
-            self._modes.subscribe(state, caller)
+            if state.profiler is not None:  # (in sampler mode: nothing to subscribe)
+                self._modes.subscribe(state, caller)
         except BaseException:
             self._active.pop(id(span), None)
             current_profile.reset(state.token)
