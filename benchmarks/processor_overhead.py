@@ -1,18 +1,20 @@
 """Overhead of the span processor against OpenTelemetry alone and against the peers.
 
-The peers are an extra: ``.venv/bin/pip install -e ".[dev,bench]"`` first, or Sentry and
-Pyroscope are reported as "did not run" (``make test``'s venv has only ``[dev]``).
+The peers are an extra: ``.venv/bin/pip install -e ".[dev,bench]"`` first, or Sentry,
+Datadog and Pyroscope are reported as "did not run" (``make test``'s venv has only ``[dev]``).
 
 Two parts, both printed as ratios:
 
 1. Request overhead. One Flask app, two endpoints: ``/fast`` (~1 ms of Python) and ``/mixed``
-   (~25 ms of Python + 25 ms of sleep). Each variant runs in its own subprocess (Sentry and
-   Pyroscope patch process-wide state), driving the app's WSGI callable in-process from one
-   client thread (closed loop, no sockets, so the figures are the instrumentation's cost, not
-   the network's). Variants are interleaved over rounds; per variant we keep the best round's
-   p50 and p99 latency, throughput and CPU time per request (process CPU, background threads
-   included: the figure least disturbed by other load on a shared machine), then divide by
-   OTel-only's.
+   (~25 ms of Python + 25 ms of sleep), the Python a fixed amount of view-like work (records
+   built in small functions, sorted, serialised to JSON) calibrated once per run (not a spin
+   until a deadline, which would hide what a profiler costs while the work runs). Each
+   variant runs in its own subprocess (Sentry, Datadog and Pyroscope patch process-wide
+   state), driving the app's WSGI callable in-process from one client thread (closed loop,
+   no sockets, so the figures are the instrumentation's cost, not the network's). Variants
+   are interleaved over rounds; per variant we keep the best round's p50 and p99 latency,
+   throughput and CPU time per request (process CPU, background threads included: the
+   figure least disturbed by other load on a shared machine), then divide by OTel-only's.
 
    Variants: no tracing; OTel only (Flask instrumentation + BatchSpanProcessor to an exporter
    that drops); OTel + our processor at sampling rate 0, at defaults (``ProfilerConfig()``:
@@ -21,19 +23,22 @@ Two parts, both printed as ratios:
    recipe (OTel + a Profiler started/stopped in before/after_request, its tree built); Sentry
    (``sentry-sdk`` with tracing and profiling at 1.0, a transport that drops; Sentry does its
    own tracing, no OTel; ``sentry_traces`` is the same with profiling off, so Sentry's
-   profiler's own cost is sentry / sentry_traces); Pyroscope (``pyroscope-io`` sampling at
+   profiler's own cost is sentry / sentry_traces); Datadog (``ddtrace`` tracing, and its
+   profiler with code hotspots, stack sampling at a fixed 100 Hz; ``datadog_traces`` is its
+   tracing alone); Pyroscope (``pyroscope-io`` sampling at
    100 Hz, the ``pyroscope-otel`` span processor on OTel; uploads to a closed port fail in the
    background); ``otel_again``: OTel only once more, the A/A pair whose difference is the
    run's noise.
 
    Then, per endpoint, each profiler's CPU increment over the tracing it runs on (ours,
-   Pyroscope's and pyinstrument's recipe over OTel only; Sentry's profiler over Sentry's own
-   tracing), from the best rounds and per round, beside the A/A row (the noise); the median
-   increment in µs of CPU per request (the baselines differ: Sentry's tracing costs more than
-   OTel's, so a percentage over it flatters Sentry); and the stack samples per request that
-   reached the exporter (ours) or the transport (Sentry), the check that the sampling was
-   equal. ``bg µs`` is the CPU per request of the process's other threads (sampling
-   threads, span export): where a thread sampler's cost lands.
+   Pyroscope's and pyinstrument's recipe over OTel only; Sentry's and Datadog's profilers
+   over their own tracing), from the best rounds and per round, beside the A/A row (the
+   noise); the median increment in µs of CPU per request (the baselines differ: Sentry's
+   tracing costs more than OTel's, so a percentage over it flatters Sentry); and the stack
+   samples per request that reached the exporter (ours) or the transport (Sentry), the
+   check that the sampling was equal (Datadog's and Pyroscope's are not counted). ``bg µs``
+   is the CPU per request of the process's other threads (sampling threads, span export):
+   where a thread sampler's cost lands.
 
 2. Fixed costs (same process, best of several timing loops): a SERVER span with our processor
    at rate 0 against the same span with OTel alone; one profiled span's start + stop + build
@@ -72,6 +77,8 @@ VARIANTS = (
     "pyinstrument_mw",
     "sentry_traces",
     "sentry",
+    "datadog_traces",
+    "datadog",
     "pyroscope",
 )
 ENDPOINTS = {"/fast": 400, "/mixed": 20}  # requests per round per variant
@@ -93,6 +100,7 @@ PROFILER_BASELINES = {
     "pyinstrument_mw": "otel",
     "pyroscope": "otel",
     "sentry": "sentry_traces",
+    "datadog": "datadog_traces",
 }
 
 
@@ -104,12 +112,59 @@ def spin(seconds: float) -> int:
     return count
 
 
+# The endpoints do a fixed amount of work, not a spin until a deadline: with a deadline,
+# whatever a profiler cost while the work ran (a per-call hook, a sampling thread taking the
+# GIL) only made the spin do less, and never showed in CPU or latency. The work is what a
+# view does: build records in small functions, format strings, serialise JSON (Python and C
+# calls, ~1,000 of them a millisecond). The parent calibrates the units a millisecond once
+# per run and hands the figure to every worker: all variants do the same work.
+_UNITS_PER_MS_ENV = "PROCESSOR_OVERHEAD_UNITS_PER_MS"
+
+
+def _price(i: int) -> float:
+    return round(i * 1.07 + (i % 7) * 0.5, 2)
+
+
+def _name(i: int) -> str:
+    return f"item-{i}"
+
+
+def _tags(i: int) -> list[int]:
+    return [i % 3, i % 5]
+
+
+def _record(i: int) -> dict[str, Any]:
+    return {"id": i, "name": _name(i), "tags": _tags(i), "price": _price(i)}
+
+
+def app_work(units: int) -> int:
+    """``units`` records built and serialised, as a view renders a page of results."""
+    rows = [_record(i) for i in range(units)]
+    rows.sort(key=lambda row: row["price"])
+    return len(json.dumps(rows))
+
+
+def units_per_ms() -> int:
+    """How many units of :func:`app_work` make a millisecond here (calibrated once)."""
+    given = os.environ.get(_UNITS_PER_MS_ENV)
+    if given:
+        return int(given)
+    best = float("inf")
+    for _ in range(15):
+        started = time.perf_counter()
+        app_work(2000)
+        best = min(best, time.perf_counter() - started)
+    units = max(1, int(2000 / (best * 1000)))
+    os.environ[_UNITS_PER_MS_ENV] = str(units)
+    return units
+
+
 def fast_work() -> int:
-    return spin(0.001)
+    return app_work(units_per_ms())
 
 
 def mixed_work() -> int:
-    count = spin(0.025)
+    count = app_work(25 * units_per_ms())
     time.sleep(0.025)
     return count
 
@@ -138,6 +193,30 @@ def make_app(variant: str) -> Callable[..., Any]:
             profiles_sample_rate=1.0 if variant == "sentry" else 0.0,
             integrations=[FlaskIntegration()],
         )
+    if variant in ("datadog", "datadog_traces"):
+        # ddtrace's tracing, and for `datadog` its profiler with code hotspots (samples linked
+        # to spans, endpoint collection: the defaults), stack sampling only (no memory or
+        # lock profiler) at a fixed 100 Hz: adaptive sampling off, else it lowers its rate to
+        # keep itself near 1 % of CPU (25-40 Hz here), which would not be equal sampling.
+        # Traces and profiles go to a closed port and are dropped.
+        os.environ.update(
+            {
+                "DD_TRACE_AGENT_URL": "http://127.0.0.1:9",
+                "DD_PROFILING_MEMORY_ENABLED": "false",
+                "DD_PROFILING_LOCK_ENABLED": "false",
+                "_DD_PROFILING_STACK_ADAPTIVE_SAMPLING_ENABLED": "false",
+                "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false",
+                "DD_REMOTE_CONFIGURATION_ENABLED": "false",
+                "DD_TRACE_STARTUP_LOGS": "false",
+            }
+        )
+        from ddtrace import patch
+
+        patch(flask=True)
+        if variant == "datadog":
+            from ddtrace.profiling import Profiler as DatadogProfiler
+
+            DatadogProfiler().start()
     if variant == "pyroscope":
         import pyroscope
 
@@ -157,7 +236,7 @@ def make_app(variant: str) -> Callable[..., Any]:
     def mixed() -> str:
         return str(mixed_work())
 
-    if variant not in ("none", "sentry", "sentry_traces"):
+    if variant not in ("none", "sentry", "sentry_traces", "datadog", "datadog_traces"):
         # otel_again: OTel only, a second time (the A/A pair that measures the noise).
         _instrument(app, variant)
     # The app itself, as a WSGI server calls it: Sentry's Flask integration wraps
@@ -265,7 +344,12 @@ def run_worker(variant: str, endpoint: str, count: int) -> dict[str, float]:
 def run_variant(variant: str, endpoint: str, count: int) -> dict[str, float] | str:
     # One hash seed for every worker: dict and set layouts (and so the cache behaviour of
     # the same code) then differ less between the subprocesses being compared.
-    env = {**os.environ, "PYINSTRUMENT_IGNORE_OVERHEAD_WARNING": "1", "PYTHONHASHSEED": "0"}
+    env = {
+        **os.environ,
+        "PYINSTRUMENT_IGNORE_OVERHEAD_WARNING": "1",
+        "PYTHONHASHSEED": "0",
+        _UNITS_PER_MS_ENV: str(units_per_ms()),
+    }
     done = subprocess.run(
         [sys.executable, __file__, "--worker", variant, endpoint, str(count)],
         capture_output=True,
@@ -816,6 +900,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_requests:
         variants = ()
     began = time.monotonic()
+    if variants:
+        print(f"work: {units_per_ms()} records a millisecond (calibrated, no profiler)")
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     failures: dict[str, str] = {}
     for round_index in range(args.rounds):
