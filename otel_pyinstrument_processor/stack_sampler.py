@@ -28,6 +28,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import random
 import sys
 import threading
 import time
@@ -80,12 +81,14 @@ class SampledRequest:
         caller: types.FrameType | None,
         max_duration: float | None,
         aggregate_after: float | None = None,
+        interval: float = 0.01,
     ) -> None:
         self.thread_id = thread_id
+        self.interval = interval
         # The frame from which the sampling thread walks the stem at the first sample (see
         # _stem_anchor); held until the end, so that it cannot be freed and its id reused.
         self.anchor = _stem_anchor(caller)
-        self.started = self.last = started = time.perf_counter()
+        self.started = self.last = self.next_due = started = time.perf_counter()
         self.deadline = None if max_duration is None else started + max_duration
         self.records: list[tuple[list[str], float]] = []
         self.aggregate_from = None if aggregate_after is None else started + aggregate_after
@@ -118,6 +121,9 @@ class StackSampler:
         # The requests the sampling thread samples: its own, changed under _lock.
         self._requests: dict[int, SampledRequest] = {}
         self._users: dict[int, float] = {}  # id(processor) -> its interval
+        # The thread ticks at the smallest interval of the requests it samples (each
+        # request is sampled at its own): a processor that was never shut down does not
+        # keep the thread at its interval for the others.
         self._interval = 0.01
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -142,12 +148,20 @@ class StackSampler:
         aggregate_after: float | None = None,
     ) -> SampledRequest:
         """Start sampling the calling thread for ``user`` (a processor) every ``interval``
-        seconds (the thread uses the smallest interval of its users); ``caller`` is the
+        seconds (the thread ticks at the smallest interval of the requests it samples);
+        ``caller`` is the
         frame that starts the profile (its stack is the tree's stem). A request already
         sampled on this thread is replaced. With ``aggregate_after`` (seconds), the samples
         are also aggregated into :attr:`SampledRequest.aggregator` from that age of the
         request on."""
-        request = SampledRequest(threading.get_ident(), caller, max_duration, aggregate_after)
+        request = SampledRequest(
+            threading.get_ident(), caller, max_duration, aggregate_after, interval
+        )
+        if interval > self._interval * 1.5:
+            # The thread ticks faster (another processor's requests): a first sample at
+            # a random point of this request's first interval, as a thread ticking at
+            # this interval would take it.
+            request.next_due += interval * random.random()
         if self._users.get(id(user)) != interval:
             self._add_user(user, interval)
         # A dict store is atomic: no lock on the request's thread. The sampling thread takes
@@ -186,7 +200,6 @@ class StackSampler:
     def _add_user(self, user: object, interval: float) -> None:
         with self._lock:
             self._users[id(user)] = interval
-            self._interval = min(self._users.values())
 
     def _wake_up(self) -> None:
         """Start the sampling thread if there is none, or wake it from idling."""
@@ -254,12 +267,18 @@ class StackSampler:
             # from begin() at every request would cost a thread switch per request. A long
             # interval is slept in naps, so that release() stops the thread promptly (an
             # Event wait instead of sleep() would cost ~15 µs more CPU a tick).
-            due = time.monotonic() + interval
+            ticked = time.monotonic()
+            due = ticked + interval
             while not self._stopping:
                 remaining = due - time.monotonic()
                 if remaining <= 0:
                     break
                 time.sleep(min(remaining, _NAP))
+                if self._pending:
+                    # A request that began during the nap may want a shorter interval.
+                    # (list(): one atomic copy of a dict written without a lock.)
+                    shortest = min(r.interval for r in list(self._pending.values()))
+                    due = min(due, ticked + shortest)
             if self._stopping:
                 continue
             try:
@@ -286,9 +305,16 @@ class StackSampler:
         with self._lock:
             self._take_in()
             requests = self._requests
+            shortest = None
             for thread_id, request in list(requests.items()):
                 if request.ended:
                     del requests[thread_id]
+                    continue
+                interval = request.interval
+                if shortest is None or interval < shortest:
+                    shortest = interval
+                # Each request at its own interval (the thread ticks at the shortest).
+                if now < request.next_due:
                     continue
                 frame = frames.get(thread_id)
                 # A request that began after the stacks were read is sampled next time: its
@@ -301,12 +327,16 @@ class StackSampler:
                 records = request.records
                 records.append((self._stack(frame, request), now - request.last))
                 request.last = now
+                # A tick a little early is still this request's next one.
+                request.next_due = now + interval * 0.9
                 aggregate_from = request.aggregate_from
                 if aggregate_from is not None and now >= aggregate_from:
                     aggregator = request.aggregator
                     if aggregator is None:
                         aggregator = request.aggregator = StackAggregator()
                     aggregator.add_all(records[aggregator.samples :])
+            if shortest is not None:
+                self._interval = shortest
 
     def _stack(self, frame: types.FrameType | None, request: SampledRequest) -> list[str]:
         stack: list[str] = []

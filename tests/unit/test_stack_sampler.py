@@ -359,3 +359,43 @@ def test_request_without_a_sample_carries_cpu_time_and_the_sample_count_only() -
         assert h.processor.stats.profiles_empty == 3
     finally:
         h.provider.shutdown()
+
+
+def test_each_request_is_sampled_at_its_own_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One sampling thread serves every processor of the process; a request is sampled at
+    its own processor's interval, not at the shortest one any processor ever asked for (a
+    processor that is never shut down would otherwise keep them all at its rate)."""
+    from otel_pyinstrument_processor import stack_sampler
+
+    # The long-interval request's first sample falls at a random point of its interval:
+    # fixed at half of it, 30 s from now.
+    monkeypatch.setattr(stack_sampler.random, "random", lambda: 0.5)
+    sampler = StackSampler()
+    fast_user, slow_user = object(), object()
+    fast_started, slow_done = threading.Event(), threading.Event()
+
+    def fast_request() -> list[tuple[list[str], float]]:
+        request = sampler.begin(fast_user, 0.005, sys._getframe())
+        fast_started.set()
+        slow_done.wait(timeout=10)
+        return sampler.end(request)
+
+    worker = threading.Thread(target=lambda: results.append(fast_request()))
+    results: list[list[tuple[list[str], float]]] = []
+    worker.start()
+    try:
+        assert fast_started.wait(timeout=10)
+        slow = sampler.begin(slow_user, 60.0, sys._getframe())
+        fast = sampler.request_on(worker.ident or 0)
+        deadline = time.monotonic() + 10
+        # Run until the other request has had two samples at its 5 ms interval.
+        while fast is not None and len(fast.records) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        slow_records = sampler.end(slow)
+    finally:
+        slow_done.set()
+        worker.join(timeout=10)
+        sampler.release(fast_user)
+        sampler.release(slow_user)
+    assert len(results[0]) >= 2
+    assert slow_records == []
