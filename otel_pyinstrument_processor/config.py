@@ -60,11 +60,12 @@ class ProfilerConfig:
     0 or None = no limit."""
     interval: float = 0.001
     """pyinstrument's sampling interval."""
-    profiler_mode: str = "pyinstrument"
-    """``pyinstrument``: pyinstrument's per-call hook samples the request's thread (1 ms
-    resolution, costs ~30-60 % more CPU on a 1 ms endpoint). ``sampler``: one background thread
-    per process reads the stacks of threads serving a profiled request every
-    ``sampler_interval`` (cheap, coarse; for threaded/WSGI servers). asyncio requests always
+    profiler_mode: str = "sampler"
+    """``sampler`` (default): one background thread per process reads the stacks of threads
+    serving a profiled request every ``sampler_interval`` (a few per cent of a profiled
+    request's CPU; 10 ms resolution, Python frames only). ``pyinstrument``: pyinstrument's
+    per-call hook samples the request's thread (1 ms resolution, C functions as nodes;
+    roughly doubles the CPU of call-heavy code while it profiles). asyncio requests always
     use pyinstrument (a thread sampler cannot attribute coroutines)."""
     sampler_interval: float = 0.01
     """The sampling thread's interval in ``sampler`` mode."""

@@ -76,7 +76,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         track_memory: bool = False,
         slow_query_threshold: float = 0.1,
         use_timing_thread: bool | None = None,
-        profiler_mode: str = "pyinstrument",
+        profiler_mode: str = "sampler",
         sampler_interval: float = 0.01,
     ) -> None:
         """Raise ValueError for a ``sampling_rate`` outside [0, 1], an ``interval`` that is
@@ -84,10 +84,11 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         outside [0, 1); the other settings are validated as in :class:`ProfilerConfig`
         (see :meth:`from_config` for their meaning). ``use_timing_thread``: None picks
         pyinstrument's timing thread when the system clock is slow to read, as measured by
-        pyinstrument. ``profiler_mode``: ``"pyinstrument"`` (pyinstrument's per-call hook,
-        ``interval`` resolution) or ``"sampler"`` (one background thread per process reads
-        the stacks of threads serving a profiled request every ``sampler_interval``
-        seconds; far cheaper, coarser; asyncio requests still use pyinstrument)."""
+        pyinstrument. ``profiler_mode``: ``"sampler"`` (the default: one background thread
+        per process reads the stacks of threads serving a profiled request every
+        ``sampler_interval`` seconds; cheap, coarser; asyncio requests still use
+        pyinstrument) or ``"pyinstrument"`` (pyinstrument's per-call hook, ``interval``
+        resolution, far costlier)."""
         if not _is_number(sampling_rate) or not 0 <= sampling_rate <= 1:
             raise ValueError(f"sampling_rate must be a number in [0, 1], got {sampling_rate!r}")
         if not _is_number(interval) or interval <= 0:

@@ -79,6 +79,12 @@ def run_demo(*, endpoint: str | None, key: str | None, requests: int, data_dir: 
     os.environ["PYSTRUMENT_PROJECT_KEY"] = key
     os.environ.setdefault("OTEL_SERVICE_NAME", "shop-flask")
     os.environ.setdefault("OTEL_RESOURCE_ATTRIBUTES", "service.version=1.0.0")
+    # A demo shows a call tree for every request: pyinstrument's per-call hook (1 ms
+    # detail, C functions as nodes) on every request, uncapped. The production default,
+    # the sampling thread at 100 Hz, gives trees to requests longer than its 10 ms
+    # interval; the demo's requests take 1-20 ms.
+    os.environ.setdefault("PYSTRUMENT_PROFILER_MODE", "pyinstrument")
+    os.environ.setdefault("PYSTRUMENT_MAX_PROFILES_PER_SECOND", "0")
 
     example = _load_example()
     app, provider = example.instrumented_app()

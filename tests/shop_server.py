@@ -21,7 +21,8 @@ def running_shop(
     endpoint: str, project_key: str, service_name: str, *, sql_spans: bool = True
 ) -> Iterator[tuple[str, TracerProvider]]:
     """Yield the shop's base URL and its provider (our processor + the real OTLP gRPC exporter
-    to `endpoint`, sampling every request). With `sql_spans`, its SQLite queries become CLIENT
+    to `endpoint`, profiling every request with pyinstrument's hook, so that its few-ms
+    requests carry trees too). With `sql_spans`, its SQLite queries become CLIENT
     spans with db.* attributes, as in examples/flask_app's instrumented_app(). Afterwards the
     server stops and the instrumentation is undone."""
     provider = configure(
@@ -30,6 +31,7 @@ def running_shop(
         project_key=project_key,
         sampling_rate=1.0,
         set_global=False,
+        profiler_mode="pyinstrument",
     )
     if sql_spans:
         SQLite3Instrumentor().instrument(tracer_provider=provider)

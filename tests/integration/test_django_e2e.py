@@ -23,6 +23,9 @@ def django_shop(receiver, project, monkeypatch, tmp_path):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
     monkeypatch.setenv("PYSTRUMENT_MAX_PROFILES_PER_SECOND", "0")
+    # Trees for these few-ms requests: pyinstrument's hook (the sampling thread, the
+    # default, gives trees to requests longer than its 10 ms interval).
+    monkeypatch.setenv("PYSTRUMENT_PROFILER_MODE", "pyinstrument")
     sys.modules.pop("examples.django_app.wsgi", None)
     wsgi = importlib.import_module("examples.django_app.wsgi")
     server = make_server("127.0.0.1", 0, wsgi.application, threaded=True)

@@ -48,7 +48,7 @@ class Harness:
 
 @pytest.fixture
 def harness() -> Iterator[Harness]:
-    h = Harness(PyinstrumentSpanProcessor())
+    h = Harness(PyinstrumentSpanProcessor(profiler_mode="pyinstrument"))
     yield h
     h.provider.shutdown()
 
@@ -158,7 +158,9 @@ def test_concurrent_requests_on_two_threads_get_only_their_own_frames(harness: H
 
 @pytest.mark.parametrize("exporter_first", [True, False])
 def test_tree_reaches_processors_added_before_and_after_ours(exporter_first: bool) -> None:
-    h = Harness(PyinstrumentSpanProcessor(), exporter_first=exporter_first)
+    h = Harness(
+        PyinstrumentSpanProcessor(profiler_mode="pyinstrument"), exporter_first=exporter_first
+    )
     with h.tracer.start_as_current_span("req", kind=SpanKind.SERVER):
         busy_alpha()
     assert "busy_alpha" in functions(tree_of(h.spans()["req"]))
@@ -179,6 +181,7 @@ def test_fractional_sampling_rate_profiles_some_spans() -> None:
     for _ in range(200):
         with h.tracer.start_as_current_span("req", kind=SpanKind.SERVER):
             pass
+    h.provider.shutdown()
     assert 40 < h.processor.stats.profiles_started < 160
 
 
@@ -293,7 +296,7 @@ def test_shutdown_stops_running_profilers_and_span_still_ends(
     monkeypatch: pytest.MonkeyPatch, ending_hook: bool
 ) -> None:
     monkeypatch.setattr(processor_module, "ENDING_HOOK_WORKS", ending_hook)
-    harness = Harness(PyinstrumentSpanProcessor())
+    harness = Harness(PyinstrumentSpanProcessor(profiler_mode="pyinstrument"))
     span = harness.tracer.start_span("long", kind=SpanKind.SERVER)
     assert len(get_stack_sampler().subscribers) == 1
     harness.processor.shutdown()
@@ -315,7 +318,7 @@ def test_profile_finishes_once_and_double_end_is_harmless(
     # With the SDK's _on_ending hook the span instance is left alone; without it (an SDK
     # that does not call the hook) end() is overridden on the instance, then restored.
     monkeypatch.setattr(processor_module, "ENDING_HOOK_WORKS", ending_hook)
-    h = Harness(PyinstrumentSpanProcessor())
+    h = Harness(PyinstrumentSpanProcessor(profiler_mode="pyinstrument"))
     try:
         span = h.tracer.start_span("req", kind=SpanKind.SERVER)
         assert ("end" in vars(span)) is not ending_hook
@@ -352,7 +355,7 @@ def test_attributes_written_at_end_keep_the_sdk_attribute_count_limit() -> None:
 
 def test_tree_respects_the_span_attribute_length_limit() -> None:
     # The SDK would cut a longer value at 120 characters, leaving undecodable base64.
-    h = Harness(PyinstrumentSpanProcessor())
+    h = Harness(PyinstrumentSpanProcessor(profiler_mode="pyinstrument"))
     h.provider = TracerProvider(span_limits=SpanLimits(max_span_attribute_length=120))
     h.provider.add_span_processor(h.processor)
     h.provider.add_span_processor(SimpleSpanProcessor(h.exporter))

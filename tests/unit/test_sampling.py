@@ -20,6 +20,9 @@ from otel_pyinstrument_processor.sampling import ProfileBudget, SamplingPolicy, 
 
 class Rig:
     def __init__(self, **settings: object) -> None:
+        # pyinstrument's hook: these requests last a few ms, shorter than the sampling
+        # thread's interval, and must carry trees.
+        settings.setdefault("profiler_mode", "pyinstrument")
         self.processor = PyinstrumentSpanProcessor(**settings)  # type: ignore[arg-type]
         self.exporter = InMemorySpanExporter()
         self.provider = TracerProvider()
