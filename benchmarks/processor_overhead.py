@@ -18,8 +18,9 @@ Two parts, both printed as ratios:
 
    Variants: no tracing; OTel only (Flask instrumentation + BatchSpanProcessor to an exporter
    that drops); OTel + our processor at sampling rate 0, at defaults (``ProfilerConfig()``:
-   rate 1.0 capped at 10 profiles/s), at rate 1.0 uncapped, and at rate 1.0 uncapped in
-   ``profiler_mode="sampler"`` (a background thread at 100 Hz); pyinstrument's own per-request
+   the sampling thread at 100 Hz, rate 1.0 capped at 10 profiles/s), at rate 1.0 uncapped
+   (``ours_sampler``), and at rate 1.0 uncapped with pyinstrument's per-call hook at 1 kHz
+   (``ours_hook``, ``profiler_mode="pyinstrument"``); pyinstrument's own per-request
    recipe (OTel + a Profiler started/stopped in before/after_request, its tree built); Sentry
    (``sentry-sdk`` with tracing and profiling at 1.0, a transport that drops; Sentry does its
    own tracing, no OTel; ``sentry_traces`` is the same with profiling off, so Sentry's
@@ -72,7 +73,7 @@ VARIANTS = (
     "otel_again",
     "ours_rate0",
     "ours_default",
-    "ours_rate1",
+    "ours_hook",
     "ours_sampler",
     "pyinstrument_mw",
     "sentry_traces",
@@ -95,7 +96,7 @@ _flush: list[Callable[[], Any]] = []
 # `otel_again` is OTel only once more: its "increment" is this run's noise (A/A).
 PROFILER_BASELINES = {
     "otel_again": "otel",
-    "ours_rate1": "otel",
+    "ours_hook": "otel",
     "ours_sampler": "otel",
     "pyinstrument_mw": "otel",
     "pyroscope": "otel",
@@ -265,11 +266,14 @@ def _instrument(app: Any, variant: str) -> None:
         provider.add_span_processor(PyinstrumentSpanProcessor(sampling_rate=0.0))
     elif variant == "ours_default":
         provider.add_span_processor(PyinstrumentSpanProcessor.from_config(ProfilerConfig()))
-    elif variant == "ours_rate1":
-        provider.add_span_processor(PyinstrumentSpanProcessor(sampling_rate=1.0))
+    elif variant == "ours_hook":
+        # pyinstrument's per-call hook (1 kHz), every request: profiler_mode="pyinstrument".
+        provider.add_span_processor(
+            PyinstrumentSpanProcessor(sampling_rate=1.0, profiler_mode="pyinstrument")
+        )
     elif variant == "ours_sampler":
-        # Rate 1.0 uncapped, like ours_rate1, with the sampling thread at 100 Hz (Sentry's
-        # and Pyroscope's rate) instead of pyinstrument's per-call hook.
+        # Rate 1.0 uncapped, like ours_hook, with the sampling thread at 100 Hz (the default
+        # mode; Sentry's, Datadog's and Pyroscope's rate) instead of pyinstrument's hook.
         provider.add_span_processor(
             PyinstrumentSpanProcessor(sampling_rate=1.0, profiler_mode="sampler")
         )
