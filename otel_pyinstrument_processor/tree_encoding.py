@@ -1,0 +1,272 @@
+"""The processor's call tree, pruned and encoded straight from the aggregated builders.
+
+The node path builds a :class:`~calltree.CallTreeNode` per builder (folding subtrees under
+``min_share``), then prunes (plumbing removal, library collapsing, depth limit: a walk
+each) and writes the JSON (another walk). On the request's thread that is most of a
+profiled request's cost at stop. :func:`encode_aggregated` does it in one walk over the
+builders and makes no node, with the same bytes: the same folding, collapsing and cut in
+the same order, the same float additions, the same string table. Where that path does
+something the walk does not, the tree is handed to it whole, so the bytes stay the same:
+
+- profiler code somewhere in the tree (a sample that fell in the span's own start or end,
+  which :func:`~pruning.remove_profiler_frames` takes out with the frames leading to it);
+- library collapsing that brings two frames of the same function under one parent (the node
+  path merges them, :func:`~pruning.collapse_library_frames`);
+- a payload over the size cap (the node path prunes harder until it fits).
+
+tests/unit/test_tree_encoding.py runs both paths on many trees and compares the bytes.
+"""
+
+from __future__ import annotations
+
+from otel_pyinstrument_processor.pruning import (
+    DEFAULT_STEPS,
+    FileVerdicts,
+    PruneOptions,
+    fold_small_frames,
+    paths_for,
+    prune,
+)
+from otel_pyinstrument_processor.tree_builder import (
+    Builder,
+    describe_builder,
+    identifier_parts,
+    nodes_from_builders,
+)
+from otel_pyinstrument_processor.wire import (
+    DEFAULT_MAX_BYTES,
+    PROFILE_FORMAT_V1,
+    EncodedProfile,
+    compress_payload,
+    encode_profile,
+    payload_bytes,
+    string_literal,
+)
+
+STEPS_AFTER_BUILD = tuple(step for step in DEFAULT_STEPS if step is not fold_small_frames)
+"""The pruning steps after :func:`~tree_builder.nodes_from_builders` (which already folded
+subtrees under ``min_share``; the other steps only merge time upwards, so folding again
+would find nothing): what :func:`encode_aggregated` does in its walk."""
+
+
+def encode_aggregated(
+    top: Builder, options: PruneOptions, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> EncodedProfile:
+    """The encoded tree under ``top`` (see :func:`~tree_builder.top_of_tree`) pruned under
+    ``options``: byte for byte ``encode_profile(prune(nodes_from_builders(top,
+    options.min_share), options, STEPS_AFTER_BUILD), max_bytes=max_bytes)``.
+
+    Raises :class:`~wire.ProfileTooLargeError` as :func:`~wire.encode_profile` does. The
+    builders are only read."""
+    raw = payload_of_builders(top, options)
+    if raw is not None:
+        text = compress_payload(raw)
+        if len(text) <= max_bytes:
+            return EncodedProfile(text, PROFILE_FORMAT_V1, False)
+    tree = nodes_from_builders(top, options.min_share)
+    return encode_profile(prune(tree, options, STEPS_AFTER_BUILD), max_bytes=max_bytes)
+
+
+def payload_of_builders(top: Builder, options: PruneOptions) -> bytes | None:
+    """The payload JSON of the pruned tree under ``top`` (``payload_json`` of the node
+    path's tree), or None where the node path has to do it (see the module's docstring)."""
+    verdicts = paths_for(options)
+    facts_of = _facts_table(verdicts)
+    known = facts_of.get
+    text = _TEXT
+    small = len(text)
+    min_total = options.min_share * top.total
+    significant = options.library_self_share * top.total
+    max_depth = options.max_depth
+    strings: list[str] = []
+    index: dict[str, str] = {}  # string -> its position in the table, as text
+    nodes: list[str] = []
+    stack: list[tuple[Builder, int]] = [(top, 0)]
+    pop = stack.pop
+    push = stack.append
+    while stack:
+        builder, depth = pop()
+        facts = known(builder.identifier) or _learn(facts_of, builder.identifier, verdicts)
+        if facts[_PROFILER]:
+            return None
+        # Folding (nodes_from_builders): the children under min_share become self time.
+        own = builder.self_time
+        kept: list[Builder] = []
+        if builder.children:
+            if facts[_LIBRARY]:
+                # collapse_library_frames removes only library frames with children under
+                # a library frame: look closer only when there is one.
+                collapsible = False
+                for child in builder.children.values():
+                    if child.total < min_total:
+                        own += child.total
+                    else:
+                        kept.append(child)
+                        if child.children and not collapsible:
+                            child_facts = known(child.identifier) or _learn(
+                                facts_of, child.identifier, verdicts
+                            )
+                            collapsible = child_facts[_LIBRARY]
+                if collapsible:
+                    collapsed = _collapse(kept, own, min_total, significant, verdicts)
+                    if collapsed is None:
+                        return None
+                    own, kept = collapsed
+            else:
+                for child in builder.children.values():
+                    if child.total < min_total:
+                        own += child.total
+                    else:
+                        kept.append(child)
+            if max_depth is not None and depth >= max_depth and kept:
+                # limit_depth: the time below becomes self time here (the plumbing check
+                # still sees the whole folded tree, as remove_profiler_frames does).
+                if _reaches_profiler(kept, min_total, verdicts):
+                    return None
+                own += sum(child.total for child in kept)
+                kept = []
+        if builder.class_time:
+            function, function_literal = _method_name(builder)
+        else:
+            function = facts[_FUNCTION]
+            function_literal = facts[_FUNCTION_LITERAL]
+        position = index.get(function)
+        if position is None:
+            position = index[function] = _as_text(len(strings))
+            strings.append(function_literal)
+        file = facts[_FILE]
+        file_position = index.get(file)
+        if file_position is None:
+            file_position = index[file] = _as_text(len(strings))
+            strings.append(facts[_FILE_LITERAL])
+        # Integers as text from a table where they are small: formatting an int costs
+        # ~100 ns on the 2-core VM, a node has seven.
+        total = round(builder.total * 1_000_000)
+        own_us = round(own * 1_000_000)
+        samples = builder.samples
+        children = len(kept)
+        nodes.append(
+            f"[{position},{file_position},{facts[_LINE_TEXT]},"
+            f"{(text[total] if total < small else str(total)) if total > 0 else '0'},"
+            f"{(text[own_us] if own_us < small else str(own_us)) if own_us > 0 else '0'},"
+            f"{text[samples] if samples < small else str(samples)},"
+            f"{text[children] if children < small else str(children)}]"
+        )
+        if kept:
+            depth += 1
+            for child in reversed(kept):
+                push((child, depth))
+    return payload_bytes(strings, nodes)
+
+
+_TEXT = tuple(str(number) for number in range(4096))
+
+
+def _as_text(number: int) -> str:
+    return _TEXT[number] if number < len(_TEXT) else str(number)
+
+
+def _method_name(builder: Builder) -> tuple[str, str]:
+    """A method's ``Class.method`` name and its string literal."""
+    function = describe_builder(builder)[0]
+    literal = _METHOD_LITERALS.get(function)
+    if literal is None:
+        if len(_METHOD_LITERALS) >= _MAX_CACHED_FACTS:
+            _METHOD_LITERALS.clear()
+        literal = _METHOD_LITERALS[function] = string_literal(function)
+    return function, literal
+
+
+# What the walk needs of a frame identifier under one set of options, in one lookup:
+# (function, file, line as text, library?, profiler code?, function literal, file literal).
+_FUNCTION, _FILE, _LINE_TEXT, _LIBRARY, _PROFILER, _FUNCTION_LITERAL, _FILE_LITERAL = range(7)
+_FrameFacts = tuple[str, str, str, bool, bool, str, str]
+_MAX_CACHED_FACTS = 50_000
+_FACTS_BY_VERDICTS: dict[int, tuple[FileVerdicts, dict[str, _FrameFacts]]] = {}
+_METHOD_LITERALS: dict[str, str] = {}
+
+
+def _facts_table(verdicts: FileVerdicts) -> dict[str, _FrameFacts]:
+    entry = _FACTS_BY_VERDICTS.get(id(verdicts))
+    if entry is None or entry[0] is not verdicts:
+        if len(_FACTS_BY_VERDICTS) >= 16:
+            _FACTS_BY_VERDICTS.clear()
+        entry = _FACTS_BY_VERDICTS[id(verdicts)] = (verdicts, {})
+    return entry[1]
+
+
+def _learn(table: dict[str, _FrameFacts], identifier: str, verdicts: FileVerdicts) -> _FrameFacts:
+    if len(table) >= _MAX_CACHED_FACTS:
+        table.clear()
+    function, file, line = identifier_parts(identifier)
+    facts = table[identifier] = (
+        function,
+        file,
+        str(line),
+        verdicts.library[file],
+        verdicts.glue[file][1],
+        string_literal(function),
+        string_literal(file),
+    )
+    return facts
+
+
+def _folded(builder: Builder, min_total: float) -> tuple[float, list[Builder]]:
+    """A builder's self time and children once the children under ``min_total`` are folded."""
+    own = builder.self_time
+    kept = []
+    for child in builder.children.values():
+        if child.total < min_total:
+            own += child.total
+        else:
+            kept.append(child)
+    return own, kept
+
+
+def _collapse(
+    children: list[Builder],
+    own: float,
+    min_total: float,
+    significant: float,
+    verdicts: FileVerdicts,
+) -> tuple[float, list[Builder]] | None:
+    """``collapse_library_frames`` at one library node: its self time and children after
+    the removable children are replaced by what they lead to, or None when the node path
+    must do it (a removed frame is profiler code, or two kept frames are one function)."""
+    library = verdicts.library
+
+    def removable(child: Builder, child_own: float, grandchildren: list[Builder]) -> bool:
+        if not grandchildren or not library[describe_builder(child)[1]]:
+            return False
+        if significant > 0 and child_own >= significant:
+            return False
+        return all(library[describe_builder(grandchild)[1]] for grandchild in grandchildren)
+
+    if not any(removable(child, *_folded(child, min_total)) for child in children):
+        return own, children
+    kept: list[Builder] = []
+    pending = list(reversed(children))
+    while pending:
+        child = pending.pop()
+        child_own, grandchildren = _folded(child, min_total)
+        if removable(child, child_own, grandchildren):
+            if verdicts.glue[describe_builder(child)[1]][1]:
+                return None
+            own += child_own
+            pending.extend(reversed(grandchildren))
+        else:
+            kept.append(child)
+    if len({describe_builder(child) for child in kept}) != len(kept):
+        return None  # the node path merges them (pruning._add_children)
+    return own, kept
+
+
+def _reaches_profiler(children: list[Builder], min_total: float, verdicts: FileVerdicts) -> bool:
+    """Whether profiler code is anywhere in these folded subtrees."""
+    pending = list(children)
+    while pending:
+        builder = pending.pop()
+        if verdicts.glue[describe_builder(builder)[1]][1]:
+            return True
+        pending.extend(_folded(builder, min_total)[1])
+    return False
