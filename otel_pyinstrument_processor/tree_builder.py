@@ -119,9 +119,10 @@ class StackAggregator:
     thread can aggregate a request's samples as it takes them.
 
     Consecutive samples mostly share a long prefix of their stacks. Only the frames past
-    the shared prefix are walked; a node on the current path accumulates its time, sample
-    count and class time when it leaves the path, as the difference of running sums since
-    it entered (exact, and the cost per sample is the part of the stack that changed).
+    the shared prefix (found from the tip down) are walked; a node on the current path
+    accumulates its time, sample count and class time when it leaves the path, as the
+    difference of running sums since it entered (exact, and the cost per sample is the part
+    of the stack that changed).
     Not thread-safe: one writer, then :meth:`finish`.
     """
 
@@ -140,35 +141,30 @@ class StackAggregator:
         """How many stacks were added so far."""
         return self._count
 
-    def add_all(self, frame_records: Sequence[tuple[Sequence[str], float]], skip: int = 0) -> None:
-        """Add ``(stack root first, elapsed seconds)`` samples, each minus its first
-        ``skip`` frames."""
+    def add(self, stack: list[str], elapsed: float) -> None:
+        """Add one sample: its stack (frame infos, root first) and its elapsed seconds."""
         path_nodes = self._path_nodes
         path_infos = self._path_infos
         path_enter = self._path_enter
-        elapsed_sum = self._elapsed_sum
-        count = self._count
-        parsed = _PARSED
-        for stack, elapsed in frame_records:
-            if type(stack) is not list:
-                stack = list(stack)
-            if skip:
-                stack = stack[skip:]
-            # Longest common prefix with the previous stack: binary search on C-level slice
-            # comparisons (the strings are mostly the very same objects).
-            low, high = 0, min(len(stack), len(path_infos))
-            if stack[:high] == path_infos[:high]:
-                low = high
-            while low < high:
-                middle = (low + high + 1) // 2
-                if stack[:middle] == path_infos[:middle]:
-                    low = middle
-                else:
-                    high = middle - 1
-            if low < len(path_nodes):
-                _leave(path_nodes, path_enter, low, elapsed_sum, count)
-                del path_nodes[low:], path_infos[low:], path_enter[low:]
-            node = path_nodes[-1] if path_nodes else self._base
+        # The longest prefix shared with the previous stack. Consecutive samples mostly
+        # differ near the tip only: find the deepest frame equal to the path's, then check
+        # the frames above it in one C-level comparison (the strings are mostly the very
+        # same objects); a binary search when that fails (e.g. recursion).
+        low = len(stack)
+        if low > len(path_infos):
+            low = len(path_infos)
+        while low and stack[low - 1] != path_infos[low - 1]:
+            low -= 1
+        if low > 1 and stack[: low - 1] != path_infos[: low - 1]:
+            low = _shared_prefix(stack, path_infos, low - 2)
+        if low < len(path_nodes):
+            _leave(path_nodes, path_enter, low, self._elapsed_sum, self._count)
+            del path_nodes[low:], path_infos[low:], path_enter[low:]
+        node = path_nodes[-1] if path_nodes else self._base
+        if low < len(stack):
+            elapsed_sum = self._elapsed_sum
+            count = self._count
+            parsed = _PARSED
             for frame_info in stack[low:]:
                 info = parsed.get(frame_info)
                 if info is None:
@@ -181,11 +177,18 @@ class StackAggregator:
                 path_infos.append(frame_info)
                 path_enter.append((elapsed_sum, count, class_name))
                 node = child
-            node.self_time += elapsed
-            elapsed_sum += elapsed
-            count += 1
-        self._elapsed_sum = elapsed_sum
-        self._count = count
+        node.self_time += elapsed
+        self._elapsed_sum += elapsed
+        self._count += 1
+
+    def add_all(self, frame_records: Sequence[tuple[Sequence[str], float]], skip: int = 0) -> None:
+        """Add ``(stack root first, elapsed seconds)`` samples, each minus its first
+        ``skip`` frames."""
+        add = self.add
+        for stack, elapsed in frame_records:
+            if type(stack) is not list:
+                stack = list(stack)
+            add(stack[skip:] if skip else stack, elapsed)
 
     def finish(self) -> Builder:
         """Close the open path and return the root builder (idempotent)."""
@@ -198,6 +201,19 @@ class StackAggregator:
             base.total = self._elapsed_sum
             base.samples = self._count
         return base
+
+
+def _shared_prefix(stack: list[str], path_infos: list[str], high: int) -> int:
+    """The length of the longest common prefix of ``stack`` and ``path_infos``, known to
+    be at most ``high``: a binary search on C-level slice comparisons."""
+    low = 0
+    while low < high:
+        middle = (low + high + 1) // 2
+        if stack[:middle] == path_infos[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _leave(
@@ -292,16 +308,23 @@ def _node_from_builder(builder: Builder) -> CallTreeNode:
 
 def describe_builder(builder: Builder) -> tuple[str, str, int]:
     """(function, file, line) of the node ``builder`` becomes: a method is named
-    ``Class.method`` after the class it spent the most time in (the first seen on a tie)."""
+    ``Class.method`` (see :func:`class_name_of`)."""
     split = _SPLIT.get(builder.identifier) or identifier_parts(builder.identifier)
+    class_name = class_name_of(builder) if builder.class_time else None
+    if class_name is None:
+        return split
+    return (f"{class_name}.{split[0]}", split[1], split[2])
+
+
+def class_name_of(builder: Builder) -> str | None:
+    """The class a method spent the most time in (the first seen on a tie); None for a
+    function."""
     class_time = builder.class_time
     if not class_time:
-        return split
+        return None
     if len(class_time) == 1:
-        class_name = next(iter(class_time))
-    else:
-        class_name = max(class_time, key=class_time.__getitem__)
-    return (f"{class_name}.{split[0]}", split[1], split[2])
+        return next(iter(class_time))
+    return max(class_time, key=class_time.__getitem__)
 
 
 def identifier_parts(identifier: str) -> tuple[str, str, int]:

@@ -4,14 +4,15 @@ The node path builds a :class:`~calltree.CallTreeNode` per builder (folding subt
 ``min_share``), then prunes (plumbing removal, library collapsing, depth limit: a walk
 each) and writes the JSON (another walk). On the request's thread that is most of a
 profiled request's cost at stop. :func:`encode_aggregated` does it in one walk over the
-builders and makes no node, with the same bytes: the same folding, collapsing and cut in
-the same order, the same float additions, the same string table. Where that path does
+builders and makes no node, with the same bytes: the same folding and collapsing in the
+same order, the same float additions, the same string table. Where that path does
 something the walk does not, the tree is handed to it whole, so the bytes stay the same:
 
 - profiler code somewhere in the tree (a sample that fell in the span's own start or end,
   which :func:`~pruning.remove_profiler_frames` takes out with the frames leading to it);
 - library collapsing that brings two frames of the same function under one parent (the node
   path merges them, :func:`~pruning.collapse_library_frames`);
+- a depth limit (``PruneOptions.max_depth``: the processor sets none);
 - a payload over the size cap (the node path prunes harder until it fits).
 
 tests/unit/test_tree_encoding.py runs both paths on many trees and compares the bytes.
@@ -29,6 +30,7 @@ from otel_pyinstrument_processor.pruning import (
 )
 from otel_pyinstrument_processor.tree_builder import (
     Builder,
+    class_name_of,
     describe_builder,
     identifier_parts,
     nodes_from_builders,
@@ -70,30 +72,32 @@ def encode_aggregated(
 def payload_of_builders(top: Builder, options: PruneOptions) -> bytes | None:
     """The payload JSON of the pruned tree under ``top`` (``payload_json`` of the node
     path's tree), or None where the node path has to do it (see the module's docstring)."""
+    if options.max_depth is not None:
+        return None  # the processor sets no depth limit; only encode_profile's rungs do
     verdicts = paths_for(options)
     facts_of = _facts_table(verdicts)
     known = facts_of.get
     text = _TEXT
     small = len(text)
     min_total = options.min_share * top.total
-    significant = options.library_self_share * top.total
-    max_depth = options.max_depth
     strings: list[str] = []
     index: dict[str, str] = {}  # string -> its position in the table, as text
     nodes: list[str] = []
-    stack: list[tuple[Builder, int]] = [(top, 0)]
+    stack = [top]
     pop = stack.pop
-    push = stack.append
+    extend = stack.extend
     while stack:
-        builder, depth = pop()
-        facts = known(builder.identifier) or _learn(facts_of, builder.identifier, verdicts)
-        if facts[_PROFILER]:
+        builder = pop()
+        function, file, line, library, profiler, function_literal, file_literal = known(
+            builder.identifier
+        ) or _learn(facts_of, builder.identifier, verdicts)
+        if profiler:
             return None
         # Folding (nodes_from_builders): the children under min_share become self time.
         own = builder.self_time
         kept: list[Builder] = []
         if builder.children:
-            if facts[_LIBRARY]:
+            if library:
                 # collapse_library_frames removes only library frames with children under
                 # a library frame: look closer only when there is one.
                 collapsible = False
@@ -108,7 +112,9 @@ def payload_of_builders(top: Builder, options: PruneOptions) -> bytes | None:
                             )
                             collapsible = child_facts[_LIBRARY]
                 if collapsible:
-                    collapsed = _collapse(kept, own, min_total, significant, verdicts)
+                    collapsed = _collapse(
+                        kept, own, min_total, options.library_self_share * top.total, verdicts
+                    )
                     if collapsed is None:
                         return None
                     own, kept = collapsed
@@ -118,72 +124,58 @@ def payload_of_builders(top: Builder, options: PruneOptions) -> bytes | None:
                         own += child.total
                     else:
                         kept.append(child)
-            if max_depth is not None and depth >= max_depth and kept:
-                # limit_depth: the time below becomes self time here (the plumbing check
-                # still sees the whole folded tree, as remove_profiler_frames does).
-                if _reaches_profiler(kept, min_total, verdicts):
-                    return None
-                own += sum(child.total for child in kept)
-                kept = []
+            extend(reversed(kept))
         if builder.class_time:
             function, function_literal = _method_name(builder)
-        else:
-            function = facts[_FUNCTION]
-            function_literal = facts[_FUNCTION_LITERAL]
         position = index.get(function)
         if position is None:
-            position = index[function] = _as_text(len(strings))
+            count = len(strings)
+            position = index[function] = text[count] if count < small else str(count)
             strings.append(function_literal)
-        file = facts[_FILE]
         file_position = index.get(file)
         if file_position is None:
-            file_position = index[file] = _as_text(len(strings))
-            strings.append(facts[_FILE_LITERAL])
+            count = len(strings)
+            file_position = index[file] = text[count] if count < small else str(count)
+            strings.append(file_literal)
         # Integers as text from a table where they are small: formatting an int costs
         # ~100 ns on the 2-core VM, a node has seven.
         total = round(builder.total * 1_000_000)
-        own_us = round(own * 1_000_000)
+        own_us = round(own * 1_000_000) if own else 0
         samples = builder.samples
-        children = len(kept)
+        count = len(kept)
         nodes.append(
-            f"[{position},{file_position},{facts[_LINE_TEXT]},"
+            f"[{position},{file_position},{line},"
             f"{(text[total] if total < small else str(total)) if total > 0 else '0'},"
             f"{(text[own_us] if own_us < small else str(own_us)) if own_us > 0 else '0'},"
             f"{text[samples] if samples < small else str(samples)},"
-            f"{text[children] if children < small else str(children)}]"
+            f"{text[count] if count < small else str(count)}]"
         )
-        if kept:
-            depth += 1
-            for child in reversed(kept):
-                push((child, depth))
     return payload_bytes(strings, nodes)
 
 
 _TEXT = tuple(str(number) for number in range(4096))
 
 
-def _as_text(number: int) -> str:
-    return _TEXT[number] if number < len(_TEXT) else str(number)
-
-
 def _method_name(builder: Builder) -> tuple[str, str]:
-    """A method's ``Class.method`` name and its string literal."""
-    function = describe_builder(builder)[0]
-    literal = _METHOD_LITERALS.get(function)
-    if literal is None:
-        if len(_METHOD_LITERALS) >= _MAX_CACHED_FACTS:
-            _METHOD_LITERALS.clear()
-        literal = _METHOD_LITERALS[function] = string_literal(function)
-    return function, literal
+    """A method's ``Class.method`` name (see :func:`~tree_builder.describe_builder`) and
+    its string literal."""
+    key = (class_name_of(builder), builder.identifier)
+    name = _METHOD_NAMES.get(key)
+    if name is None:
+        if len(_METHOD_NAMES) >= _MAX_CACHED_FACTS:
+            _METHOD_NAMES.clear()
+        function = describe_builder(builder)[0]
+        name = _METHOD_NAMES[key] = (function, string_literal(function))
+    return name
 
 
 # What the walk needs of a frame identifier under one set of options, in one lookup:
 # (function, file, line as text, library?, profiler code?, function literal, file literal).
-_FUNCTION, _FILE, _LINE_TEXT, _LIBRARY, _PROFILER, _FUNCTION_LITERAL, _FILE_LITERAL = range(7)
+_LIBRARY = 3
 _FrameFacts = tuple[str, str, str, bool, bool, str, str]
 _MAX_CACHED_FACTS = 50_000
 _FACTS_BY_VERDICTS: dict[int, tuple[FileVerdicts, dict[str, _FrameFacts]]] = {}
-_METHOD_LITERALS: dict[str, str] = {}
+_METHOD_NAMES: dict[tuple[str, str], tuple[str, str]] = {}
 
 
 def _facts_table(verdicts: FileVerdicts) -> dict[str, _FrameFacts]:
@@ -232,7 +224,8 @@ def _collapse(
 ) -> tuple[float, list[Builder]] | None:
     """``collapse_library_frames`` at one library node: its self time and children after
     the removable children are replaced by what they lead to, or None when the node path
-    must do it (a removed frame is profiler code, or two kept frames are one function)."""
+    must do it (a removed frame is profiler code, or two kept frames are one function).
+    ``significant``: the self time from which a library frame stays."""
     library = verdicts.library
 
     def removable(child: Builder, child_own: float, grandchildren: list[Builder]) -> bool:
@@ -259,14 +252,3 @@ def _collapse(
     if len({describe_builder(child) for child in kept}) != len(kept):
         return None  # the node path merges them (pruning._add_children)
     return own, kept
-
-
-def _reaches_profiler(children: list[Builder], min_total: float, verdicts: FileVerdicts) -> bool:
-    """Whether profiler code is anywhere in these folded subtrees."""
-    pending = list(children)
-    while pending:
-        builder = pending.pop()
-        if verdicts.glue[describe_builder(builder)[1]][1]:
-            return True
-        pending.extend(_folded(builder, min_total)[1])
-    return False

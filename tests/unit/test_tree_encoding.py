@@ -94,9 +94,11 @@ def random_records(rng: random.Random, *, profiler: bool) -> Records:
 
 def options_for(rng: random.Random) -> PruneOptions:
     return PruneOptions(
-        min_share=rng.choice((0.0, 0.005, 0.02, 0.05, 0.1, 0.2)),
-        max_depth=rng.choice((None, None, 1, 2, 4, 8)),
-        library_prefixes=(LIB,),
+        # 1/8 and 1/4 with the power-of-two sample times: subtrees exactly at the threshold.
+        min_share=rng.choice((0.0, 0.005, 0.02, 0.05, 0.1, 0.2, 0.125, 0.25)),
+        max_depth=rng.choice((None, None, None, None, None, 1, 4)),
+        # pyinstrument as a library (installed in site-packages) or not (the package).
+        library_prefixes=rng.choice(((LIB,), (LIB, PYINSTRUMENT))),
         library_self_share=rng.choice((0.2, 0.2, 0.0, 0.05, 0.5, 1.0)),
     )
 
@@ -146,21 +148,21 @@ def walked(records: Records, start: Sequence[str], options: PruneOptions) -> boo
 
 def test_same_bytes_as_the_node_path_on_random_trees() -> None:
     rng = random.Random(20261126)
-    walks = handed_over = 0
+    plain = walks = 0
     for case in range(1500):
-        records = random_records(rng, profiler=case % 5 == 0)
+        with_profiler = case % 5 == 0
+        records = random_records(rng, profiler=with_profiler)
         options = options_for(rng)
         start = rng.choice(([THREAD, MAIN], [THREAD], []))
         max_bytes = DEFAULT_MAX_BYTES if case % 4 else rng.choice((120, 300, 600, 1200))
         expected = node_path(records, start, options, max_bytes)
         assert one_walk(records, start, options, max_bytes) == expected, (case, records)
-        if walked(records, start, options):
-            walks += 1
-        else:
-            handed_over += 1
-    # The walk does the common shapes itself: the node path only gets the rare ones
-    # (profiler frames in a fifth of these trees, merges, ...).
-    assert walks > 3 * handed_over, (walks, handed_over)
+        if not with_profiler and options.max_depth is None:
+            plain += 1
+            walks += walked(records, start, options)
+    # Without profiler frames or a depth limit, the walk does nearly every tree itself:
+    # only frames that the collapsing merges go to the node path.
+    assert walks > 0.75 * plain, (walks, plain)
 
 
 def test_every_shape_the_walk_hands_over_is_met_and_still_the_same_bytes() -> None:
@@ -171,11 +173,12 @@ def test_every_shape_the_walk_hands_over_is_met_and_still_the_same_bytes() -> No
         ([THREAD, MAIN, LIBRARY[0], LIBRARY[1], BUILTINS[0]], 0.002),
         ([THREAD, MAIN, LIBRARY[0], LIBRARY[2], BUILTINS[0]], 0.003),
     ]
-    # Profiler code below the depth cut still takes the node path (its plumbing removal
-    # runs before the cut).
+    # Profiler code below a depth limit (its plumbing removal runs before the cut).
     deep_plumbing = [([THREAD, MAIN, APP[0], APP[1], GLUE[0], PROFILER[1]], 0.001)]
+    # A depth limit alone.
+    deep = [([THREAD, MAIN, APP[0], APP[1], APP[2]], 0.001)]
     options = PruneOptions(min_share=0.0, library_prefixes=(LIB,), max_depth=1)
-    for records in (plumbing, merging, deep_plumbing):
+    for records in (plumbing, merging, deep_plumbing, deep):
         start = [THREAD, MAIN]
         assert not walked(records, start, options)
         expected = node_path(records, start, options, DEFAULT_MAX_BYTES)
@@ -189,6 +192,42 @@ def test_every_shape_the_walk_hands_over_is_met_and_still_the_same_bytes() -> No
     merged = decode_profile(encoded.tree)
     assert [child.function for child in merged.children] == ["lib_0"]
     assert [child.function for child in merged.children[0].children] == ["sleep"]
+
+
+def test_profiler_code_inside_collapsed_library_frames_goes_to_the_node_path() -> None:
+    # pyinstrument installed as a library: the plumbing (contextlib into pyinstrument, back
+    # into OpenTelemetry) sits in library frames the collapsing would remove down to the
+    # OpenTelemetry leaf; the node path removes the plumbing whole first.
+    records = [
+        ([THREAD, MAIN, LIBRARY[0], GLUE[1], PROFILER[1], GLUE[0]], 0.001),
+        ([THREAD, MAIN, LIBRARY[0], BUILTINS[1]], 0.004),
+    ]
+    options = PruneOptions(min_share=0.0, library_prefixes=(LIB, PYINSTRUMENT))
+    assert not walked(records, [THREAD, MAIN], options)
+    encoded = one_walk(records, [THREAD, MAIN], options, DEFAULT_MAX_BYTES)
+    assert encoded == node_path(records, [THREAD, MAIN], options, DEFAULT_MAX_BYTES)
+    assert isinstance(encoded, EncodedProfile)
+    functions = [node.function for node, _ in iter_nodes(decode_profile(encoded.tree))]
+    assert functions == ["main", "lib_0", "recv"]
+
+
+def test_a_frame_exactly_at_the_min_share_threshold_stays() -> None:
+    # 1/4 of 0.5 s is exactly 0.125 s: the node path keeps a subtree of that total (it
+    # folds only those below), under an application frame and under a library frame.
+    records = [
+        ([THREAD, MAIN, APP[0], APP[1]], 0.125),
+        ([THREAD, MAIN, APP[0]], 0.125),
+        ([THREAD, MAIN, LIBRARY[0], BUILTINS[0]], 0.125),
+        ([THREAD, MAIN, LIBRARY[0], BUILTINS[1]], 0.0625),
+        ([THREAD, MAIN, LIBRARY[0]], 0.0625),
+    ]
+    options = PruneOptions(min_share=0.25, library_prefixes=(LIB,))
+    assert walked(records, [THREAD, MAIN], options)
+    encoded = one_walk(records, [THREAD, MAIN], options, DEFAULT_MAX_BYTES)
+    assert encoded == node_path(records, [THREAD, MAIN], options, DEFAULT_MAX_BYTES)
+    assert isinstance(encoded, EncodedProfile)
+    functions = [node.function for node, _ in iter_nodes(decode_profile(encoded.tree))]
+    assert functions == ["main", "view_0", "view_1", "lib_0", "sleep"]
 
 
 def test_methods_take_the_dominant_class_and_the_first_on_a_tie() -> None:
@@ -229,7 +268,7 @@ def test_deep_stacks_are_cut_at_the_depth_limit_and_oversize_trees_truncated() -
     records = [([THREAD, MAIN, *chain[:depth]], 0.001) for depth in (3000, 2990, 1500, 40)]
     for max_depth in (None, 16, 128):
         options = PruneOptions(min_share=0.0, library_prefixes=(LIB,), max_depth=max_depth)
-        assert walked(records, [THREAD, MAIN], options)
+        assert walked(records, [THREAD, MAIN], options) == (max_depth is None)
         for max_bytes in (DEFAULT_MAX_BYTES, 4000, 30):
             expected = node_path(records, [THREAD, MAIN], options, max_bytes)
             assert one_walk(records, [THREAD, MAIN], options, max_bytes) == expected
@@ -288,7 +327,8 @@ def test_same_bytes_on_real_pyinstrument_samples() -> None:
             assert encode_aggregated(top, options) == node_path(
                 hook.records, hook.start_call_stack(), options, DEFAULT_MAX_BYTES
             )
-    assert walks >= 6  # at most the samples that fell in the profilers' own code go over
+    # Without a depth limit, only a sample in the profilers' own code goes over.
+    assert walks >= 4
 
 
 @pytest.mark.parametrize("seed", range(3))
