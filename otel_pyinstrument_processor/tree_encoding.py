@@ -112,9 +112,8 @@ def payload_of_builders(top: Builder, options: PruneOptions) -> bytes | None:
                             )
                             collapsible = child_facts[_LIBRARY]
                 if collapsible:
-                    collapsed = _collapse(
-                        kept, own, min_total, options.library_self_share * top.total, verdicts
-                    )
+                    significant = options.library_self_share * top.total
+                    collapsed = _collapse(kept, own, min_total, significant, facts_of, verdicts)
                     if collapsed is None:
                         return None
                     own, kept = collapsed
@@ -171,7 +170,7 @@ def _method_name(builder: Builder) -> tuple[str, str]:
 
 # What the walk needs of a frame identifier under one set of options, in one lookup:
 # (function, file, line as text, library?, profiler code?, function literal, file literal).
-_LIBRARY = 3
+_LIBRARY, _PROFILER = 3, 4
 _FrameFacts = tuple[str, str, str, bool, bool, str, str]
 _MAX_CACHED_FACTS = 50_000
 _FACTS_BY_VERDICTS: dict[int, tuple[FileVerdicts, dict[str, _FrameFacts]]] = {}
@@ -220,35 +219,57 @@ def _collapse(
     own: float,
     min_total: float,
     significant: float,
+    facts_of: dict[str, _FrameFacts],
     verdicts: FileVerdicts,
 ) -> tuple[float, list[Builder]] | None:
     """``collapse_library_frames`` at one library node: its self time and children after
     the removable children are replaced by what they lead to, or None when the node path
     must do it (a removed frame is profiler code, or two kept frames are one function).
     ``significant``: the self time from which a library frame stays."""
-    library = verdicts.library
-
-    def removable(child: Builder, child_own: float, grandchildren: list[Builder]) -> bool:
-        if not grandchildren or not library[describe_builder(child)[1]]:
-            return False
-        if significant > 0 and child_own >= significant:
-            return False
-        return all(library[describe_builder(grandchild)[1]] for grandchild in grandchildren)
-
-    if not any(removable(child, *_folded(child, min_total)) for child in children):
+    if not any([_removal(child, min_total, significant, facts_of, verdicts) for child in children]):
         return own, children
     kept: list[Builder] = []
-    pending = list(reversed(children))
+    pending = children[::-1]
     while pending:
         child = pending.pop()
-        child_own, grandchildren = _folded(child, min_total)
-        if removable(child, child_own, grandchildren):
-            if verdicts.glue[describe_builder(child)[1]][1]:
-                return None
-            own += child_own
-            pending.extend(reversed(grandchildren))
-        else:
+        removal = _removal(child, min_total, significant, facts_of, verdicts)
+        if removal is None:
             kept.append(child)
+            continue
+        if (facts_of.get(child.identifier) or _learn(facts_of, child.identifier, verdicts))[
+            _PROFILER
+        ]:
+            return None
+        own += removal[0]
+        pending.extend(reversed(removal[1]))
     if len({describe_builder(child) for child in kept}) != len(kept):
         return None  # the node path merges them (pruning._add_children)
     return own, kept
+
+
+def _removal(
+    child: Builder,
+    min_total: float,
+    significant: float,
+    facts_of: dict[str, _FrameFacts],
+    verdicts: FileVerdicts,
+) -> tuple[float, list[Builder]] | None:
+    """For a library frame that ``collapse_library_frames`` removes (it has children, all
+    library code, and less than ``significant`` self time), its folded self time and
+    children; None for a frame that stays."""
+    if not child.children:
+        return None
+    if not (facts_of.get(child.identifier) or _learn(facts_of, child.identifier, verdicts))[
+        _LIBRARY
+    ]:
+        return None
+    child_own, grandchildren = _folded(child, min_total)
+    if not grandchildren or (significant > 0 and child_own >= significant):
+        return None
+    for grandchild in grandchildren:
+        facts = facts_of.get(grandchild.identifier) or _learn(
+            facts_of, grandchild.identifier, verdicts
+        )
+        if not facts[_LIBRARY]:
+            return None
+    return child_own, grandchildren
