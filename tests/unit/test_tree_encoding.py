@@ -309,26 +309,38 @@ def test_same_bytes_on_real_pyinstrument_samples() -> None:
     real_work()
     hook.stop()
     session = profiler.stop()
-    assert len(session.frame_records) >= 20 and hook.aggregator is not None
-    walks = 0
+    assert len(session.frame_records) >= 5 and hook.aggregator is not None
+    samples = (
+        (session.frame_records, session.start_call_stack),
+        (hook.records, hook.start_call_stack()),
+    )
+    clean_walks = 0
     for min_share in (0.0, 0.005, 0.05):
         for max_depth in (None, 3):
             options = PruneOptions(min_share=min_share, max_depth=max_depth)
-            for records, start in (
-                (session.frame_records, session.start_call_stack),
-                (hook.records, hook.start_call_stack()),
-            ):
+            for records, start in samples:
                 expected = node_path(records, start, options, DEFAULT_MAX_BYTES)
                 assert isinstance(expected, EncodedProfile)
                 assert one_walk(records, start, options, DEFAULT_MAX_BYTES) == expected
-                walks += walked(records, start, options)
+                # Without the samples that fell in the profilers' own start and stop (the
+                # node path's plumbing removal), the walk writes the tree itself (unless
+                # the collapsing merges frames, which these samples hardly give).
+                clean = [
+                    (stack, elapsed)
+                    for stack, elapsed in records
+                    if not any(PACKAGE in info or PYINSTRUMENT in info for info in stack)
+                ]
+                if clean and max_depth is None:
+                    clean_walks += walked(clean, start, options)
+                    assert one_walk(clean, start, options, DEFAULT_MAX_BYTES) == node_path(
+                        clean, start, options, DEFAULT_MAX_BYTES
+                    )
             top = top_of_tree(hook.aggregator.finish(), hook.start_call_stack())
             assert top is not None
             assert encode_aggregated(top, options) == node_path(
                 hook.records, hook.start_call_stack(), options, DEFAULT_MAX_BYTES
             )
-    # Without a depth limit, only a sample in the profilers' own code goes over.
-    assert walks >= 4
+    assert clean_walks >= 3
 
 
 @pytest.mark.parametrize("seed", range(3))
