@@ -148,8 +148,8 @@ class StackAggregator:
         path_enter = self._path_enter
         # The longest prefix shared with the previous stack. Consecutive samples mostly
         # differ near the tip only: find the deepest frame equal to the path's, then check
-        # the frames above it in one C-level comparison (the strings are mostly the very
-        # same objects); a binary search when that fails (e.g. recursion).
+        # the frames above it in one C-level list comparison; a binary search when that
+        # fails (the same frame reached another way, e.g. recursion).
         low = len(stack)
         if low > len(path_infos):
             low = len(path_infos)
