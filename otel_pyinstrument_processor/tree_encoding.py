@@ -202,6 +202,13 @@ def _learn(table: dict[str, _FrameFacts], identifier: str, verdicts: FileVerdict
     return facts
 
 
+def _facts(
+    builder: Builder, facts_of: dict[str, _FrameFacts], verdicts: FileVerdicts
+) -> _FrameFacts:
+    # (The walk itself inlines this lookup: a call per node costs ~0.1 µs.)
+    return facts_of.get(builder.identifier) or _learn(facts_of, builder.identifier, verdicts)
+
+
 def _folded(builder: Builder, min_total: float) -> tuple[float, list[Builder]]:
     """A builder's self time and children once the children under ``min_total`` are folded."""
     own = builder.self_time
@@ -236,9 +243,7 @@ def _collapse(
         if removal is None:
             kept.append(child)
             continue
-        if (facts_of.get(child.identifier) or _learn(facts_of, child.identifier, verdicts))[
-            _PROFILER
-        ]:
+        if _facts(child, facts_of, verdicts)[_PROFILER]:
             return None
         own += removal[0]
         pending.extend(reversed(removal[1]))
@@ -259,17 +264,12 @@ def _removal(
     children; None for a frame that stays."""
     if not child.children:
         return None
-    if not (facts_of.get(child.identifier) or _learn(facts_of, child.identifier, verdicts))[
-        _LIBRARY
-    ]:
+    if not _facts(child, facts_of, verdicts)[_LIBRARY]:
         return None
     child_own, grandchildren = _folded(child, min_total)
     if not grandchildren or (significant > 0 and child_own >= significant):
         return None
     for grandchild in grandchildren:
-        facts = facts_of.get(grandchild.identifier) or _learn(
-            facts_of, grandchild.identifier, verdicts
-        )
-        if not facts[_LIBRARY]:
+        if not _facts(grandchild, facts_of, verdicts)[_LIBRARY]:
             return None
     return child_own, grandchildren
