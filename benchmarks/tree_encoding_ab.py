@@ -45,7 +45,10 @@ def load_revision(revision: str, into: str) -> dict[str, ModuleType]:
         ["git", "archive", revision, PACKAGE], check=True, capture_output=True
     ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
+            tar.extractall(into, filter="data")
+        else:
+            tar.extractall(into)  # this repository's own archive
     sys.path.insert(0, into)
     try:
         modules = {name: importlib.import_module(f"{PACKAGE}.{name}") for name in _MODULES}
