@@ -426,9 +426,15 @@ def fixed_costs() -> dict[str, float]:
     from otel_pyinstrument_processor.active_profile import StoppedProfile
     from otel_pyinstrument_processor.processor_stats import ProcessorStats, RateLimitedLog
     from otel_pyinstrument_processor.profile_attributes import ProfileAttributes
+    from otel_pyinstrument_processor.pruning import PruneOptions, prune
     from otel_pyinstrument_processor.request_metrics import RequestMetrics
-    from otel_pyinstrument_processor.tree_builder import StackAggregator
-    from otel_pyinstrument_processor.wire import DEFAULT_MAX_BYTES
+    from otel_pyinstrument_processor.tree_builder import (
+        StackAggregator,
+        top_of_tree,
+        tree_from_aggregator,
+    )
+    from otel_pyinstrument_processor.tree_encoding import STEPS_AFTER_BUILD, encode_aggregated
+    from otel_pyinstrument_processor.wire import DEFAULT_MAX_BYTES, encode_profile
 
     def per_call(fn: Callable[[], Any], n: int, repeats: int = 5) -> float:
         # CPU time of this (the request's) thread: on a shared machine wall time mostly
@@ -450,7 +456,7 @@ def fixed_costs() -> dict[str, float]:
     attributes = {"url.path": "/api/x", "http.request.method": "GET"}
     plain = tracer_with()
     rate0 = tracer_with(PyinstrumentSpanProcessor(sampling_rate=0.0))
-    rate1 = tracer_with(PyinstrumentSpanProcessor(sampling_rate=1.0))
+    rate1 = tracer_with(PyinstrumentSpanProcessor(sampling_rate=1.0, profiler_mode="pyinstrument"))
     sampler = tracer_with(PyinstrumentSpanProcessor(sampling_rate=1.0, profiler_mode="sampler"))
     child_tracer = rate0
 
@@ -568,9 +574,10 @@ def fixed_costs() -> dict[str, float]:
         return encode
 
     def aggregate_one_by_one(records: list[tuple[list[str], float]]) -> None:
+        # As HookProfile.saw_call_stack does, sample by sample.
         aggregator = StackAggregator()
-        for record in records:
-            aggregator.add_all((record,))
+        for stack, elapsed in records:
+            aggregator.add(stack, elapsed)
 
     prefixes = tuple(Session.current_sys_prefixes())
     hook_stack = hook.start_call_stack()
@@ -613,6 +620,43 @@ def fixed_costs() -> dict[str, float]:
 
     results["sampler_samples"] = float(len(records))
     results["sampler_build_prune_encode_us"] = per_call(encode_sampled, 200) * 1e6
+
+    # The sixth pass's A/B, same samples, same process, interleaved: the tree at stop by
+    # the node path (CallTreeNodes, pruning steps, encode_profile: the processor's path
+    # until then) against the one walk over the builders (tree_encoding). Also for a
+    # request whose work runs under 30 more frames (a middleware chain: 30 more nodes).
+    hook_deep = HookProfile(interval=0.001, strict=False, max_duration=None, use_timing_thread=None)
+    hook_deep.start(sys._getframe())
+    Layer().call(30, mixed_app_like_work)
+    deep_records = hook_deep.stop()
+    results["deep_hook_samples"] = float(len(deep_records))
+    results["deep_hook_aggregate_us"] = (
+        per_call(lambda: aggregate_one_by_one(deep_records), 200) * 1e6
+    )
+    options = PruneOptions(min_share=0.005, library_prefixes=prefixes)
+    trees = {
+        "tree": (hook.aggregator, hook_stack),
+        "sampler_tree": (aggregator, request.start_call_stack),
+        "deep_tree": (hook_deep.aggregator, hook_deep.start_call_stack()),
+    }
+    for name, (tree_aggregator, start_stack) in trees.items():
+        assert tree_aggregator is not None
+
+        def node_path(agg: Any = tree_aggregator, stack: Any = start_stack) -> Any:
+            tree = tree_from_aggregator(agg, stack, options.min_share)
+            return encode_profile(prune(tree, options, STEPS_AFTER_BUILD))
+
+        def one_walk(agg: Any = tree_aggregator, stack: Any = start_stack) -> Any:
+            return encode_aggregated(top_of_tree(agg.finish(), stack), options)
+
+        assert node_path() == one_walk()  # the same bytes
+        old = new = float("inf")
+        for _ in range(9):
+            old = min(old, per_call(node_path, 100, repeats=1) * 1e6)
+            new = min(new, per_call(one_walk, 100, repeats=1) * 1e6)
+        results[f"{name}_node_path_us"] = old
+        results[f"{name}_one_walk_us"] = new
+        results[f"{name}_one_walk_ratio"] = new / old
     # Back to back (hot caches): a tree-carrying request's fixed cost in each mode.
     results["sampler_tree_hot_us"] = (
         results["sampler_fixed_us"] + results["sampler_build_prune_encode_us"]

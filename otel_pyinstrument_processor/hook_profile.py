@@ -179,7 +179,7 @@ class HookProfile:
         records.append((call_stack, elapsed))
         aggregator = self.aggregator
         if aggregator is not None:
-            aggregator.add_all(((call_stack, elapsed),))
+            aggregator.add(call_stack, elapsed)
             return
         aggregate_after = self.aggregate_after
         if aggregate_after is not None:

@@ -57,7 +57,7 @@ def remove_profiler_frames(tree: CallTreeNode, options: PruneOptions) -> CallTre
     the request's total is unchanged. OpenTelemetry frames that lead back into application
     code (e.g. the WSGI middleware) stay.
     """
-    glue_files = _paths_for(options).glue
+    glue_files = paths_for(options).glue
     parents_first = _parents_first(tree)
     # Plumbing reaches profiler code: most trees have none (a sample rarely falls in the
     # span's start or end), and then there is nothing to remove.
@@ -91,7 +91,7 @@ def collapse_library_frames(tree: CallTreeNode, options: PruneOptions) -> CallTr
     (``options.library_self_share``) are kept. A removed frame's children move up to its
     parent (merged with same-function siblings) and its self time goes to the parent.
     """
-    library = _paths_for(options).library
+    library = paths_for(options).library
     significant = options.library_self_share * tree.total_time
 
     def removable(node: CallTreeNode) -> bool:
@@ -184,10 +184,11 @@ def _parents_first(tree: CallTreeNode) -> list[CallTreeNode]:
     return order
 
 
-_PATHS_BY_ID: dict[int, tuple[PruneOptions, _Paths]] = {}
+_PATHS_BY_ID: dict[int, tuple[PruneOptions, FileVerdicts]] = {}
 
 
-def _paths_for(options: PruneOptions) -> _Paths:
+def paths_for(options: PruneOptions) -> FileVerdicts:
+    """The file verdicts under ``options`` (kept per options object: dict lookups)."""
     # A processor prunes every tree with the same options object: keep the file verdicts,
     # found by identity first (hashing the options' tuples costs ~1 µs a step), then by
     # equality for callers that make equal options each time.
@@ -200,11 +201,11 @@ def _paths_for(options: PruneOptions) -> _Paths:
 
 
 @functools.lru_cache(maxsize=16)
-def _equal_paths_for(options: PruneOptions) -> _Paths:
-    return _Paths(options)
+def _equal_paths_for(options: PruneOptions) -> FileVerdicts:
+    return FileVerdicts(options)
 
 
-class _Paths:
+class FileVerdicts:
     """Classifies file paths under one set of options; each verdict is a dict lookup after
     the first (bounded caches)."""
 

@@ -14,12 +14,15 @@ from pyinstrument.session import Session
 from otel_pyinstrument_processor.calltree import CallTreeNode
 
 
-class _Builder:
+class Builder:
+    """One call path's aggregate while samples come in: children by frame identifier, in
+    order of first sample; ``class_time`` is seconds per class name seen on a method."""
+
     __slots__ = ("children", "class_time", "identifier", "samples", "self_time", "total")
 
     def __init__(self, identifier: str) -> None:
         self.identifier = identifier
-        self.children: dict[str, _Builder] = {}
+        self.children: dict[str, Builder] = {}
         self.class_time: dict[str, float] | None = None  # made for methods only
         self.total = 0.0
         self.self_time = 0.0
@@ -48,9 +51,30 @@ def tree_from_frame_records(
     into their parent while the nodes are made (as :func:`fold_small_frames` would do after),
     so the tree is never built in full: most nodes of a deep request are tiny.
     """
+    top = top_of_tree(aggregate_frame_records(frame_records, start_call_stack), start_call_stack)
+    return None if top is None else nodes_from_builders(top, min_share)
+
+
+def tree_from_aggregator(
+    aggregator: StackAggregator,
+    start_call_stack: Sequence[str] = (),
+    min_share: float = 0.0,
+) -> CallTreeNode | None:
+    """The tree of the stacks ``aggregator`` was given (it is finished here); the same tree
+    :func:`tree_from_frame_records` builds from the same stacks."""
+    top = top_of_tree(aggregator.finish(), start_call_stack)
+    return None if top is None else nodes_from_builders(top, min_share)
+
+
+def aggregate_frame_records(
+    frame_records: Sequence[tuple[Sequence[str], float]],
+    start_call_stack: Sequence[str] = (),
+) -> Builder:
+    """The finished root builder of ``frame_records`` (what a :class:`StackAggregator` given
+    the same stacks finishes with, whose :func:`top_of_tree` is the same)."""
+    root = Builder("")
     if not frame_records:
-        return None
-    root = _Builder("")
+        return root
     # Every sample starts with the frames above the one that started the profiler (thread
     # bootstrap, server loop): when all of them do, skip that stem instead of walking it in
     # every sample; it is trimmed from the tree anyway. (The starting frame itself is
@@ -63,7 +87,7 @@ def tree_from_frame_records(
     if stem:
         for frame_info in stem:
             identifier, _class = _PARSED.get(frame_info) or _parsed_frame_info(frame_info)
-            link = _Builder(identifier)
+            link = Builder(identifier)
             top_of_stem.children[identifier] = link
             top_of_stem = link
     aggregator = StackAggregator(top_of_stem)
@@ -76,29 +100,18 @@ def tree_from_frame_records(
             stem_node = next(iter(stem_node.children.values()))
             stem_node.total, stem_node.samples = top_of_stem.total, top_of_stem.samples
         root.total, root.samples = top_of_stem.total, top_of_stem.samples
-    return _tree_from_root(root, start_call_stack, min_share)
+    return root
 
 
-def tree_from_aggregator(
-    aggregator: StackAggregator,
-    start_call_stack: Sequence[str] = (),
-    min_share: float = 0.0,
-) -> CallTreeNode | None:
-    """The tree of the stacks ``aggregator`` was given (it is finished here); the same tree
-    :func:`tree_from_frame_records` builds from the same stacks."""
-    return _tree_from_root(aggregator.finish(), start_call_stack, min_share)
-
-
-def _tree_from_root(
-    root: _Builder, start_call_stack: Sequence[str], min_share: float
-) -> CallTreeNode | None:
+def top_of_tree(root: Builder, start_call_stack: Sequence[str]) -> Builder | None:
+    """The builder that becomes the tree's root: below the synthetic root and the stem
+    trimmed along ``start_call_stack``; None when nothing was sampled."""
     if root.samples == 0:
         return None
     top = root
     if len(root.children) == 1 and root.self_time == 0:
         top = next(iter(root.children.values()))
-    top = _trim_stem(top, start_call_stack)
-    return _to_nodes(top, min_share * top.total)
+    return _trim_stem(top, start_call_stack)
 
 
 class StackAggregator:
@@ -106,17 +119,18 @@ class StackAggregator:
     thread can aggregate a request's samples as it takes them.
 
     Consecutive samples mostly share a long prefix of their stacks. Only the frames past
-    the shared prefix are walked; a node on the current path accumulates its time, sample
-    count and class time when it leaves the path, as the difference of running sums since
-    it entered (exact, and the cost per sample is the part of the stack that changed).
+    the shared prefix (found from the tip down) are walked; a node on the current path
+    accumulates its time, sample count and class time when it leaves the path, as the
+    difference of running sums since it entered (exact, and the cost per sample is the part
+    of the stack that changed).
     Not thread-safe: one writer, then :meth:`finish`.
     """
 
     __slots__ = ("_base", "_count", "_elapsed_sum", "_path_enter", "_path_infos", "_path_nodes")
 
-    def __init__(self, base: _Builder | None = None) -> None:
-        self._base = base if base is not None else _Builder("")
-        self._path_nodes: list[_Builder] = []
+    def __init__(self, base: Builder | None = None) -> None:
+        self._base = base if base is not None else Builder("")
+        self._path_nodes: list[Builder] = []
         self._path_infos: list[str] = []
         self._path_enter: list[tuple[float, int, str | None]] = []
         self._elapsed_sum = 0.0
@@ -127,35 +141,30 @@ class StackAggregator:
         """How many stacks were added so far."""
         return self._count
 
-    def add_all(self, frame_records: Sequence[tuple[Sequence[str], float]], skip: int = 0) -> None:
-        """Add ``(stack root first, elapsed seconds)`` samples, each minus its first
-        ``skip`` frames."""
+    def add(self, stack: list[str], elapsed: float) -> None:
+        """Add one sample: its stack (frame infos, root first) and its elapsed seconds."""
         path_nodes = self._path_nodes
         path_infos = self._path_infos
         path_enter = self._path_enter
-        elapsed_sum = self._elapsed_sum
-        count = self._count
-        parsed = _PARSED
-        for stack, elapsed in frame_records:
-            if type(stack) is not list:
-                stack = list(stack)
-            if skip:
-                stack = stack[skip:]
-            # Longest common prefix with the previous stack: binary search on C-level slice
-            # comparisons (the strings are mostly the very same objects).
-            low, high = 0, min(len(stack), len(path_infos))
-            if stack[:high] == path_infos[:high]:
-                low = high
-            while low < high:
-                middle = (low + high + 1) // 2
-                if stack[:middle] == path_infos[:middle]:
-                    low = middle
-                else:
-                    high = middle - 1
-            if low < len(path_nodes):
-                _leave(path_nodes, path_enter, low, elapsed_sum, count)
-                del path_nodes[low:], path_infos[low:], path_enter[low:]
-            node = path_nodes[-1] if path_nodes else self._base
+        # The longest prefix shared with the previous stack. Consecutive samples mostly
+        # differ near the tip only: find the deepest frame equal to the path's, then check
+        # the frames above it in one C-level list comparison; a binary search when that
+        # fails (the same frame reached another way, e.g. recursion).
+        low = len(stack)
+        if low > len(path_infos):
+            low = len(path_infos)
+        while low and stack[low - 1] != path_infos[low - 1]:
+            low -= 1
+        if low > 1 and stack[: low - 1] != path_infos[: low - 1]:
+            low = _shared_prefix(stack, path_infos, low - 2)
+        if low < len(path_nodes):
+            _leave(path_nodes, path_enter, low, self._elapsed_sum, self._count)
+            del path_nodes[low:], path_infos[low:], path_enter[low:]
+        node = path_nodes[-1] if path_nodes else self._base
+        if low < len(stack):
+            elapsed_sum = self._elapsed_sum
+            count = self._count
+            parsed = _PARSED
             for frame_info in stack[low:]:
                 info = parsed.get(frame_info)
                 if info is None:
@@ -163,18 +172,25 @@ class StackAggregator:
                 identifier, class_name = info
                 child = node.children.get(identifier)
                 if child is None:
-                    child = node.children[identifier] = _Builder(identifier)
+                    child = node.children[identifier] = Builder(identifier)
                 path_nodes.append(child)
                 path_infos.append(frame_info)
                 path_enter.append((elapsed_sum, count, class_name))
                 node = child
-            node.self_time += elapsed
-            elapsed_sum += elapsed
-            count += 1
-        self._elapsed_sum = elapsed_sum
-        self._count = count
+        node.self_time += elapsed
+        self._elapsed_sum += elapsed
+        self._count += 1
 
-    def finish(self) -> _Builder:
+    def add_all(self, frame_records: Sequence[tuple[Sequence[str], float]], skip: int = 0) -> None:
+        """Add ``(stack root first, elapsed seconds)`` samples, each minus its first
+        ``skip`` frames."""
+        add = self.add
+        for stack, elapsed in frame_records:
+            if type(stack) is not list:
+                stack = list(stack)
+            add(stack[skip:] if skip else stack, elapsed)
+
+    def finish(self) -> Builder:
         """Close the open path and return the root builder (idempotent)."""
         base = self._base
         if self._path_nodes or base.samples != self._count:
@@ -187,8 +203,21 @@ class StackAggregator:
         return base
 
 
+def _shared_prefix(stack: list[str], path_infos: list[str], high: int) -> int:
+    """The length of the longest common prefix of ``stack`` and ``path_infos``, known to
+    be at most ``high``: a binary search on C-level slice comparisons."""
+    low = 0
+    while low < high:
+        middle = (low + high + 1) // 2
+        if stack[:middle] == path_infos[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def _leave(
-    path_nodes: list[_Builder],
+    path_nodes: list[Builder],
     path_enter: list[tuple[float, int, str | None]],
     low: int,
     elapsed_sum: float,
@@ -233,7 +262,7 @@ def _parse_frame_info(frame_info: str) -> tuple[str, str | None]:
     return identifier, None
 
 
-def _trim_stem(top: _Builder, start_call_stack: Sequence[str]) -> _Builder:
+def _trim_stem(top: Builder, start_call_stack: Sequence[str]) -> Builder:
     # Same rule as pyinstrument's Session._trim_stem: walk down the single-child chain
     # while it follows the stack that started the profiler.
     # (Identifiers are cut from the frame infos only as far as the walk goes.)
@@ -254,7 +283,10 @@ def _identifier_of(frame_info: str) -> str:
     return parsed[0] if parsed is not None else frame_info.partition(ATTRIBUTES_SEP)[0]
 
 
-def _to_nodes(top: _Builder, min_total: float = 0.0) -> CallTreeNode:
+def nodes_from_builders(top: Builder, min_share: float = 0.0) -> CallTreeNode:
+    """The :class:`CallTreeNode` tree under ``top``; subtrees below ``min_share`` of
+    ``top``'s total time are folded into their parent's self time as they are met."""
+    min_total = min_share * top.total
     root = _node_from_builder(top)
     stack = [(top, root)]
     while stack:
@@ -269,21 +301,40 @@ def _to_nodes(top: _Builder, min_total: float = 0.0) -> CallTreeNode:
     return root
 
 
-def _node_from_builder(builder: _Builder) -> CallTreeNode:
-    split = _SPLIT.get(builder.identifier)
+def _node_from_builder(builder: Builder) -> CallTreeNode:
+    function, file, line = describe_builder(builder)
+    return CallTreeNode(function, file, line, builder.total, builder.self_time, builder.samples, [])
+
+
+def describe_builder(builder: Builder) -> tuple[str, str, int]:
+    """(function, file, line) of the node ``builder`` becomes: a method is named
+    ``Class.method`` (see :func:`class_name_of`)."""
+    split = _SPLIT.get(builder.identifier) or identifier_parts(builder.identifier)
+    class_name = class_name_of(builder) if builder.class_time else None
+    if class_name is None:
+        return split
+    return (f"{class_name}.{split[0]}", split[1], split[2])
+
+
+def class_name_of(builder: Builder) -> str | None:
+    """The class a method spent the most time in (the first seen on a tie); None for a
+    function."""
+    class_time = builder.class_time
+    if not class_time:
+        return None
+    if len(class_time) == 1:
+        return next(iter(class_time))
+    return max(class_time, key=class_time.__getitem__)
+
+
+def identifier_parts(identifier: str) -> tuple[str, str, int]:
+    """(function, file, line) of a frame identifier (cached per process)."""
+    split = _SPLIT.get(identifier)
     if split is None:
         if len(_SPLIT) >= _MAX_CACHED_FRAMES:
             _SPLIT.clear()
-        split = _SPLIT[builder.identifier] = _split_identifier(builder.identifier)
-    function, file, line = split
-    if builder.class_time:
-        class_time = builder.class_time
-        if len(class_time) == 1:
-            class_name = next(iter(class_time))
-        else:
-            class_name = max(class_time, key=class_time.__getitem__)
-        function = f"{class_name}.{function}"
-    return CallTreeNode(function, file, line, builder.total, builder.self_time, builder.samples, [])
+        split = _SPLIT[identifier] = _split_identifier(identifier)
+    return split
 
 
 def _split_identifier(identifier: str) -> tuple[str, str, int]:

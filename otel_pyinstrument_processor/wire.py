@@ -82,7 +82,7 @@ def encode_profile(tree: CallTreeNode, *, max_bytes: int = DEFAULT_MAX_BYTES) ->
     :class:`ProfileTooLargeError` if even the hardest pruning does not fit.
     """
     raw = payload_json(tree)
-    text = _compress(raw)
+    text = compress_payload(raw)
     if len(text) <= max_bytes:
         return EncodedProfile(text, PROFILE_FORMAT_V1, False)
     ratio = len(text) / len(raw)
@@ -94,7 +94,7 @@ def encode_profile(tree: CallTreeNode, *, max_bytes: int = DEFAULT_MAX_BYTES) ->
         raw = payload_json(work)
         if len(raw) * ratio > max_bytes * 1.5:
             continue  # compressing is the expensive part: skip rungs that clearly won't fit
-        text = _compress(raw)
+        text = compress_payload(raw)
         if len(text) <= max_bytes:
             return EncodedProfile(text, PROFILE_FORMAT_V1, True)
     raise ProfileTooLargeError(
@@ -117,6 +117,29 @@ def _safe_text(value: str) -> str:
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def string_literal(value: str) -> str:
+    """``value`` as the payload's string table writes it (a JSON string literal)."""
+    # Function names and files recur in every tree of a process: each is written once.
+    literal = _LITERALS.get(value)
+    if literal is None:
+        if len(_LITERALS) >= _MAX_CACHED_LITERALS:
+            _LITERALS.clear()
+        literal = _LITERALS[value] = _json_string(_safe_text(value))
+    return literal
+
+
+_MAX_CACHED_LITERALS = 50_000
+_LITERALS: dict[str, str] = {}
+
+
+def payload_bytes(strings: list[str], nodes: list[str]) -> bytes:
+    """The payload JSON of a string table (JSON literals) and nodes (JSON arrays), in
+    pre-order."""
+    return (
+        f'{{"v":{WIRE_VERSION},"strings":[{",".join(strings)}],"nodes":[{",".join(nodes)}]}}'
+    ).encode()
+
+
 def payload_json(tree: CallTreeNode) -> bytes:
     """The uncompressed JSON bytes of the payload: ``{"v", "strings", "nodes"}``, compact
     (``json.dumps(payload, separators=(",", ":"), ensure_ascii=False)``'s bytes)."""
@@ -133,12 +156,12 @@ def payload_json(tree: CallTreeNode) -> bytes:
         function = index.get(name)
         if function is None:
             function = index[name] = len(strings)
-            strings.append(_json_string(_safe_text(name)))
+            strings.append(string_literal(name))
         name = node.file
         file = index.get(name)
         if file is None:
             file = index[name] = len(strings)
-            strings.append(_json_string(_safe_text(name)))
+            strings.append(string_literal(name))
         children = node.children
         total = round(node.total_time * 1_000_000)
         own = round(node.self_time * 1_000_000)
@@ -148,12 +171,11 @@ def payload_json(tree: CallTreeNode) -> bytes:
         )
         if children:
             stack.extend(reversed(children))
-    return (
-        f'{{"v":{WIRE_VERSION},"strings":[{",".join(strings)}],"nodes":[{",".join(nodes)}]}}'
-    ).encode()
+    return payload_bytes(strings, nodes)
 
 
-def _compress(raw: bytes) -> str:
+def compress_payload(raw: bytes) -> str:
+    """The attribute text of the payload JSON ``raw``: zlib (stored when small), base64."""
     # A 4 KiB window and memLevel 5 instead of zlib's 32 KiB / 8: the default state is
     # ~270 KB, allocated (and page-faulted) afresh for every profile, which cost more than
     # compressing a few KB of JSON. Any inflater reads the smaller window (it is in the zlib

@@ -255,7 +255,7 @@ def test_failure_inside_the_processor_is_counted_logged_once_and_not_raised(
     def broken_encoder(*args: object, **kwargs: object) -> None:
         raise RuntimeError("encoder exploded")
 
-    monkeypatch.setattr(profile_attributes, "encode_profile", broken_encoder)
+    monkeypatch.setattr(profile_attributes, "encode_aggregated", broken_encoder)
     caplog.set_level(logging.WARNING, logger=processor_module.__name__)
     for _ in range(3):
         with harness.tracer.start_as_current_span("req", kind=SpanKind.SERVER) as span:
