@@ -239,7 +239,7 @@ class StackSampler:
                     self._thread = None
 
     def _loop(self) -> None:
-        last_busy = time.monotonic()
+        last_busy = due = time.monotonic()
         while True:
             with self._lock:
                 # A thread that release() gave up waiting for, or whose place a begin() right
@@ -267,8 +267,13 @@ class StackSampler:
             # from begin() at every request would cost a thread switch per request. A long
             # interval is slept in naps, so that release() stops the thread promptly (an
             # Event wait instead of sleep() would cost ~15 µs more CPU a tick).
+            # Ticks at the interval from the previous tick's due time, not from when it
+            # ended: a pass and the wait for the GIL (up to the 5 ms switch interval while
+            # the request's thread computes) would otherwise stretch 10 ms to 12-16 ms, and
+            # the configured rate would not be the rate. A tick that came later than a
+            # whole interval is not made up for.
             ticked = time.monotonic()
-            due = ticked + interval
+            due = max(due + interval, ticked)
             while not self._stopping:
                 remaining = due - time.monotonic()
                 if remaining <= 0:
@@ -327,8 +332,10 @@ class StackSampler:
                 records = request.records
                 records.append((self._stack(frame, request), now - request.last))
                 request.last = now
-                # A tick a little early is still this request's next one.
-                request.next_due = now + interval * 0.9
+                # Due again an interval after it was due this time (not after this late
+                # tick, or the thread's next tick, on time, would come too early for it
+                # and be skipped); a request that fell behind is not made up for.
+                request.next_due = max(request.next_due + interval, now - interval * 0.5)
                 aggregate_from = request.aggregate_from
                 if aggregate_from is not None and now >= aggregate_from:
                     aggregator = request.aggregator
