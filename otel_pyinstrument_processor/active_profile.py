@@ -126,7 +126,12 @@ class ProfileModes:
         if self.mode == "sampler" and not in_event_loop:
             self._sampler_used = True
             state.sampled = (self._shared_sampler or self._sampler()).begin(
-                self, self.sampler_interval, caller, self.max_duration, self.slow_threshold
+                self,
+                self.sampler_interval,
+                caller,
+                self.max_duration,
+                self.slow_threshold,
+                state.cpu_start,
             )
             return state
         profile = HookProfile(

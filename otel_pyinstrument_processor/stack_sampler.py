@@ -74,6 +74,10 @@ class SampledRequest:
     # takes the request in (see StackSampler.end for why this order needs no lock).
     ended = False
     seen = False
+    # The request thread's CPU clock at the previous sample (None: samples are not told
+    # apart by CPU use), and that clock's id, found by the sampling thread at the first one.
+    cpu_last: float | None = None
+    cpu_clock: int | None = None
 
     def __init__(
         self,
@@ -82,9 +86,12 @@ class SampledRequest:
         max_duration: float | None,
         aggregate_after: float | None = None,
         interval: float = 0.01,
+        cpu_start: float | None = None,
     ) -> None:
         self.thread_id = thread_id
         self.interval = interval
+        if cpu_start is not None:
+            self.cpu_last = cpu_start
         # The frame from which the sampling thread walks the stem at the first sample (see
         # _stem_anchor); held until the end, so that it cannot be freed and its id reused.
         self.anchor = _stem_anchor(caller)
@@ -146,6 +153,7 @@ class StackSampler:
         caller: types.FrameType | None,
         max_duration: float | None = None,
         aggregate_after: float | None = None,
+        cpu_start: float | None = None,
     ) -> SampledRequest:
         """Start sampling the calling thread for ``user`` (a processor) every ``interval``
         seconds (the thread ticks at the smallest interval of the requests it samples);
@@ -153,9 +161,10 @@ class StackSampler:
         frame that starts the profile (its stack is the tree's stem). A request already
         sampled on this thread is replaced. With ``aggregate_after`` (seconds), the samples
         are also aggregated into :attr:`SampledRequest.aggregator` from that age of the
-        request on."""
+        request on. With ``cpu_start`` (the thread's ``time.thread_time()`` now), a sample
+        during which the thread was mostly off the CPU ends in a :data:`WAIT_FRAME` frame."""
         request = SampledRequest(
-            threading.get_ident(), caller, max_duration, aggregate_after, interval
+            threading.get_ident(), caller, max_duration, aggregate_after, interval, cpu_start
         )
         if interval > self._interval * 1.5:
             # The thread ticks faster (another processor's requests): a first sample at
@@ -330,7 +339,11 @@ class StackSampler:
                     request.stopped_early = True
                     continue
                 records = request.records
-                records.append((self._stack(frame, request), now - request.last))
+                stack = self._stack(frame, request)
+                elapsed = now - request.last
+                if request.cpu_last is not None and self._waited(request, thread_id, elapsed):
+                    stack.append(WAIT_FRAME)
+                records.append((stack, elapsed))
                 request.last = now
                 # Due again an interval after it was due this time (not after this late
                 # tick, or the thread's next tick, on time, would come too early for it
@@ -344,6 +357,25 @@ class StackSampler:
                     aggregator.add_all(records[aggregator.samples :])
             if shortest is not None:
                 self._interval = shortest
+
+    @staticmethod
+    def _waited(request: SampledRequest, thread_id: int, elapsed: float) -> bool:
+        """Whether the request's thread spent most of the ``elapsed`` seconds since its
+        previous sample off the CPU (blocked in I/O, a sleep, a lock or the GIL): the
+        thread's own CPU clock, read from here, advanced by less than half of it. A thread
+        sampler sees Python frames only, so without this the wait in a C call (a socket
+        read, ``time.sleep``, a database driver) would read as its caller computing."""
+        try:
+            clock = request.cpu_clock
+            if clock is None:
+                clock = request.cpu_clock = time.pthread_getcpuclockid(thread_id)
+            cpu = time.clock_gettime(clock)
+        except (OSError, AttributeError, OverflowError):  # gone, or no such clock here
+            request.cpu_last = None
+            return False
+        used = cpu - request.cpu_last  # type: ignore[operator]
+        request.cpu_last = cpu
+        return used < 0.5 * elapsed
 
     def _stack(self, frame: types.FrameType | None, request: SampledRequest) -> list[str]:
         stack: list[str] = []
@@ -461,6 +493,11 @@ def frame_identifier(code: types.CodeType) -> str:
         identifier += f"{ATTRIBUTES_SEP}{ATTRIBUTE_MARKER_CLASS_NAME}{owner}"
     return identifier
 
+
+# The frame a sample ends in when the thread was mostly off the CPU since the previous
+# one; named like pyinstrument's own pseudo-frames ([await], [out-of-context]), filed as
+# a built-in, as the C function it stands for would be.
+WAIT_FRAME = f"[wait]{IDENTIFIER_SEP}<built-in>{IDENTIFIER_SEP}0"
 
 _shared: StackSampler | None = None
 _shared_lock = threading.Lock()

@@ -15,6 +15,9 @@ BLOCKING_FRAMES = frozenset(
         "sleep", "recv", "recv_into", "recvfrom", "read", "readinto", "readline", "select",
         "poll", "epoll", "wait", "acquire", "connect", "getaddrinfo", "sendall", "send",
         "urlopen", "request", "getresponse", "_blocking_io",
+        # The sampling thread's pseudo-frame (profiler_mode sampler): the thread was off
+        # the CPU, in a C call it cannot name (socket read, sleep, driver, lock).
+        "[wait]",
     }
 )  # fmt: skip
 # pyinstrument's async-mode pseudo-frames: time a coroutine spent suspended, when the event

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_pyinstrument_processor import decode_profile
+from otel_pyinstrument_processor import decode_profile, iter_nodes
 from storage_backend.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,3 +76,8 @@ def test_preforked_gunicorn_workers_profile_and_export(store, project, receiver,
     tree = decode_profile(records[0]["profile"]["tree"], records[0]["profile"]["format"])
     # The upstream call sleeps 50 ms; a sampler's tree ends at its last sample.
     assert tree.total_time > (0.05 if mode == "pyinstrument" else 0.04)
+    if mode == "sampler":
+        # The sleep is a C call the sampling thread cannot see: the thread's CPU clock
+        # standing still marks those samples [wait], under the Python frame that slept.
+        waits = [node for node, _ in iter_nodes(tree) if node.function == "[wait]"]
+        assert waits and sum(node.total_time for node in waits) >= 0.02, output

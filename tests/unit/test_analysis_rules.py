@@ -187,3 +187,16 @@ def test_percentiles_and_rendering_escape_what_they_show():
     assert "## Slowest requests\n\n_none_" in md
     html = render_html(report)
     assert "GET /a|&lt;b&gt;" in html and "<b>" not in html
+
+
+def test_a_wait_seen_by_the_sampling_thread_is_io_not_computation():
+    # profiler_mode sampler: no C function nodes; time the thread spent off the CPU under
+    # a function comes as a [wait] child (stack_sampler.WAIT_FRAME).
+    wait = CallTreeNode("[wait]", "<built-in>", 0, 0.6, 0.6, 60)
+    fetch = CallTreeNode("fetch_rates", APP, 12, 0.65, 0.05, 65, [wait])
+    root = CallTreeNode("handler", APP, 3, 1.0, 0.35, 100, [fetch])
+    inp = AnalysisInput(_record("opentelemetry.instrumentation.flask"), root, [], threshold=0.5)
+    out = BuiltinAnalyzer().analyze(inp)
+    (finding,) = [b for b in out.results["bottleneck_analysis"] if b["function"] == "fetch_rates"]
+    assert finding["type"] == "io"
+    assert "blocking I/O" in finding["description"]
