@@ -127,7 +127,7 @@ class StackSampler:
         self._pending: dict[int, SampledRequest] = {}
         # The requests the sampling thread samples: its own, changed under _lock.
         self._requests: dict[int, SampledRequest] = {}
-        self._users: dict[int, float] = {}  # id(processor) -> its interval
+        self._users: set[int] = set()  # id() of each processor using the thread
         # The thread ticks at the smallest interval of the requests it samples (each
         # request is sampled at its own): a processor that was never shut down does not
         # keep the thread at its interval for the others.
@@ -157,12 +157,12 @@ class StackSampler:
     ) -> SampledRequest:
         """Start sampling the calling thread for ``user`` (a processor) every ``interval``
         seconds (the thread ticks at the smallest interval of the requests it samples);
-        ``caller`` is the
-        frame that starts the profile (its stack is the tree's stem). A request already
-        sampled on this thread is replaced. With ``aggregate_after`` (seconds), the samples
-        are also aggregated into :attr:`SampledRequest.aggregator` from that age of the
-        request on. With ``cpu_start`` (the thread's ``time.thread_time()`` now), a sample
-        during which the thread was mostly off the CPU ends in a :data:`WAIT_FRAME` frame."""
+        ``caller`` is the frame that starts the profile (its stack is the tree's stem). A
+        request already sampled on this thread is replaced. With ``aggregate_after``
+        (seconds), the samples are also aggregated into :attr:`SampledRequest.aggregator`
+        from that age of the request on. With ``cpu_start`` (the thread's
+        ``time.thread_time()`` now), a sample during which the thread was mostly off the
+        CPU ends in a :data:`WAIT_FRAME` frame."""
         request = SampledRequest(
             threading.get_ident(), caller, max_duration, aggregate_after, interval, cpu_start
         )
@@ -171,8 +171,8 @@ class StackSampler:
             # a random point of this request's first interval, as a thread ticking at
             # this interval would take it.
             request.next_due += interval * random.random()
-        if self._users.get(id(user)) != interval:
-            self._add_user(user, interval)
+        if id(user) not in self._users:
+            self._add_user(user)
         # A dict store is atomic: no lock on the request's thread. The sampling thread takes
         # the request in at its next tick; a later begin() on this thread replaces it.
         self._pending[request.thread_id] = request
@@ -206,9 +206,9 @@ class StackSampler:
                 request = self._requests.get(thread_id)
         return request if request is not None and not request.ended else None
 
-    def _add_user(self, user: object, interval: float) -> None:
+    def _add_user(self, user: object) -> None:
         with self._lock:
-            self._users[id(user)] = interval
+            self._users.add(id(user))
 
     def _wake_up(self) -> None:
         """Start the sampling thread if there is none, or wake it from idling."""
@@ -226,7 +226,7 @@ class StackSampler:
     def release(self, user: object) -> None:
         """Forget ``user``; stop the thread (and wait for it) when no user is left."""
         with self._lock:
-            self._users.pop(id(user), None)
+            self._users.discard(id(user))
             if self._users:
                 return
             self._stopping = True
