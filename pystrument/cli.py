@@ -193,7 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the example Flask app against a running `pystrument up` and send traffic",
         description="Runs examples/flask_app with pystrument's processor, exporting to the "
-        "receiver, drives some requests through it, and reports what arrived.",
+        "receiver, drives some requests through it, and reports what arrived. Every demo "
+        "request is profiled with pyinstrument's per-call hook (PYSTRUMENT_PROFILER_MODE="
+        "pyinstrument, no cap), so that each carries a tree; the default for your apps is "
+        "the sampling thread.",
     )
     demo.add_argument("--endpoint", help="OTLP/gRPC endpoint (default http://localhost:4317)")
     demo.add_argument("--key", help="project key (default: PYSTRUMENT_PROJECT_KEY, or the key "
