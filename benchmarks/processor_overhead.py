@@ -282,6 +282,22 @@ def _instrument(app: Any, variant: str) -> None:
         provider.add_span_processor(
             PyinstrumentSpanProcessor(sampling_rate=1.0, profiler_mode="sampler")
         )
+    elif variant == "ours_nosample":
+        # Every request profiled, none sampled (the thread ticks every 10 s): the processor's
+        # per-request bookkeeping alone, an ablation (peer_overhead.py runs it).
+        provider.add_span_processor(
+            PyinstrumentSpanProcessor(
+                sampling_rate=1.0, profiler_mode="sampler", sampler_interval=10.0
+            )
+        )
+    elif variant == "ours_notree":
+        # Every request profiled and sampled at 100 Hz, no tree made (keep-if-slow at 10 s:
+        # the samples are taken and dropped unaggregated): the tree's share of ours_sampler.
+        provider.add_span_processor(
+            PyinstrumentSpanProcessor(
+                sampling_rate=1.0, profiler_mode="sampler", slow_threshold=10.0
+            )
+        )
     elif variant == "pyroscope":
         from pyroscope.otel import PyroscopeSpanProcessor
 

@@ -18,7 +18,7 @@ from otel_pyinstrument_processor.pruning import PruneOptions
 from otel_pyinstrument_processor.request_metrics import RequestMetrics
 from otel_pyinstrument_processor.request_profile import merge_worker_records
 from otel_pyinstrument_processor.tree_builder import aggregate_frame_records, top_of_tree
-from otel_pyinstrument_processor.tree_encoding import encode_aggregated
+from otel_pyinstrument_processor.tree_encoding import encode_aggregated, encode_single_sample
 from otel_pyinstrument_processor.wire import ProfileTooLargeError
 
 _logger = logging.getLogger(__name__)
@@ -79,6 +79,18 @@ class ProfileAttributes:
             self._stats.increment("profiles_empty")
             return attributes
         try:
+            options = self._options(profile.library_prefixes)
+            if len(records) == 1 and not worker_records:
+                # Most sampled requests of a fast endpoint: a chain, from its stack's template.
+                stack, elapsed = records[0]
+                encoded = encode_single_sample(
+                    stack, elapsed, profile.start_call_stack, options, max_bytes=max_bytes()
+                )
+                if encoded is not None:
+                    attributes[attrs.PROFILE_TREE] = encoded.tree
+                    attributes[attrs.PROFILE_FORMAT] = encoded.format
+                    attributes[attrs.PROFILE_TRUNCATED] = encoded.truncated
+                    return attributes
             aggregator = profile.aggregator
             if aggregator is not None and not worker_records:
                 # The sampling thread aggregated as it sampled: finish what it had not.
@@ -95,9 +107,7 @@ class ProfileAttributes:
                 return attributes
             # Folded, pruned and encoded in one walk over the builders: the bytes of
             # building CallTreeNodes, pruning and encoding them, in ~60 % of the time.
-            encoded = encode_aggregated(
-                top, self._options(profile.library_prefixes), max_bytes=max_bytes()
-            )
+            encoded = encode_aggregated(top, options, max_bytes=max_bytes())
         except ProfileTooLargeError as exc:
             self._stats.increment("profiles_dropped_oversize")
             self._log.warning("oversize", "pystrument: profile dropped: %s", exc)

@@ -32,6 +32,7 @@ from otel_pyinstrument_processor.tree_builder import (
 from otel_pyinstrument_processor.tree_encoding import (
     STEPS_AFTER_BUILD,
     encode_aggregated,
+    encode_single_sample,
     payload_of_builders,
 )
 from otel_pyinstrument_processor.wire import (
@@ -353,3 +354,58 @@ def test_the_builders_are_only_read(seed: int) -> None:
     first = encode_aggregated(top, options)
     assert encode_aggregated(top, options) == first
     assert first == node_path(records, [THREAD, MAIN], options, DEFAULT_MAX_BYTES)
+
+
+def test_one_sample_trees_from_templates_are_the_walks_bytes() -> None:
+    # A profile of one sample is encoded from a template of its stack (made the second
+    # time the stack is seen), with its time filled in: the same bytes as the walk, whatever
+    # the time, the stem, the options; None where the walk itself has to run.
+    rng = random.Random(11)
+    pool = APP + LIBRARY + BUILTINS + GLUE + METHODS + TWINS + PROFILER
+    stems = ([THREAD, MAIN], [THREAD], [], [MAIN], [THREAD, MAIN, APP[0]])
+    filled = 0
+    for case in range(400):
+        stack = [THREAD, MAIN, *rng.choices(pool, k=rng.randint(0, 12))]
+        start = list(rng.choice(stems))
+        options = options_for(rng)
+        max_bytes = DEFAULT_MAX_BYTES if case % 5 else rng.choice((120, 300))
+        # The walk's own cases (profiler code, a depth limit, a tree over the cap) aside, a
+        # stack is filled in from its second sighting on.
+        fillable = (
+            not set(stack) & set(PROFILER)
+            and options.max_depth is None
+            and max_bytes == DEFAULT_MAX_BYTES
+        )
+        for sighting, elapsed in enumerate((0.0, 1e-7, 0.0123456, 0.004095, 0.004096, 2.5)):
+            expected = one_walk([(stack, elapsed)], start, options, max_bytes)
+            assert expected is not None
+            got = encode_single_sample(stack, elapsed, start, options, max_bytes=max_bytes)
+            if got is None:
+                assert not fillable or sighting == 0, (case, stack, options)
+                continue
+            filled += 1
+            assert got == expected, (case, stack, start, elapsed)
+    assert filled > 500
+
+
+def test_a_stack_gets_its_template_on_its_second_sighting_and_keeps_its_options() -> None:
+    stack = [THREAD, MAIN, APP[1], METHODS[0], LIBRARY[2], BUILTINS[0]]
+    options = PruneOptions(library_prefixes=(LIB,))
+    assert encode_single_sample(stack, 0.002, [THREAD, MAIN], options) is None
+    second = encode_single_sample(stack, 0.002, [THREAD, MAIN], options)
+    assert second == one_walk([(stack, 0.002)], [THREAD, MAIN], options, DEFAULT_MAX_BYTES)
+    # Other options (another processor): their own template, never the first one's.
+    other = PruneOptions(library_prefixes=())
+    for _ in range(3):
+        assert encode_single_sample(stack, 0.003, [THREAD, MAIN], other) in (
+            None,
+            one_walk([(stack, 0.003)], [THREAD, MAIN], other, DEFAULT_MAX_BYTES),
+        )
+    assert encode_single_sample(stack, 0.003, [THREAD, MAIN], other) == one_walk(
+        [(stack, 0.003)], [THREAD, MAIN], other, DEFAULT_MAX_BYTES
+    )
+    # Profiler code on the stack: the walk hands it over, so the template never exists.
+    plumbing = [THREAD, MAIN, GLUE[0], PROFILER[0]]
+    assert all(
+        encode_single_sample(plumbing, 0.001, [THREAD, MAIN], options) is None for _ in range(3)
+    )

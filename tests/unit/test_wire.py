@@ -20,7 +20,13 @@ from otel_pyinstrument_processor import (
     iter_nodes,
 )
 from otel_pyinstrument_processor.calltree import copy_tree
-from otel_pyinstrument_processor.wire import MAX_DECOMPRESSED_BYTES, payload_json, to_payload
+from otel_pyinstrument_processor.wire import (
+    MAX_DECOMPRESSED_BYTES,
+    compress_payload,
+    payload_json,
+    stored_zlib,
+    to_payload,
+)
 
 
 def sample_tree() -> CallTreeNode:
@@ -238,3 +244,25 @@ def test_payload_json_is_compact_canonical_json() -> None:
     assert raw == json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     assert payload["strings"][2] == 'say "hi"\\ \t\x01'
     assert payload["nodes"] == [[0, 1, 1, 2500, 500, 3, 1], [2, 3, 7, 2000, 0, 2, 0]]
+
+
+def test_stored_zlib_is_zlibs_own_stored_stream() -> None:
+    # compress_payload writes small payloads' zlib stream itself; it must be the bytes zlib
+    # writes at level 0 with the same window and memory level, for every size it is used for.
+    rng = random.Random(7)
+    for size in [0, 1, 2, 30, 255, 256, 257, 1000, 1023, *rng.sample(range(1024), 40)]:
+        raw = bytes(rng.randrange(256) for _ in range(size))
+        compressor = zlib.compressobj(0, zlib.DEFLATED, 12, 5)
+        assert stored_zlib(raw) == compressor.compress(raw) + compressor.flush(), size
+        assert zlib.decompress(stored_zlib(raw)) == raw
+
+
+def test_small_payloads_are_stored_and_decode() -> None:
+    tree = CallTreeNode("handler", "app.py", 1, 0.002, 0.002, 1)
+    raw = payload_json(tree)
+    assert len(raw) < 1024
+    text = compress_payload(raw)
+    assert base64.b64decode(text) == stored_zlib(raw)
+    assert payload_json(decode_profile(text)) == raw
+    with pytest.raises(ValueError, match="at most 65535"):
+        stored_zlib(b"x" * 65536)
