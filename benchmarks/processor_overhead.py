@@ -716,7 +716,6 @@ def no_sample_steps(rounds: int = 7) -> dict[str, float]:
 
     import otel_pyinstrument_processor.active_profile as active_profile
     import otel_pyinstrument_processor.processor as processor_module
-    import otel_pyinstrument_processor.processor_stats as processor_stats
     import otel_pyinstrument_processor.request_profile as request_profile
     import otel_pyinstrument_processor.stack_sampler as stack_sampler
     from otel_pyinstrument_processor import PyinstrumentSpanProcessor
@@ -774,7 +773,6 @@ def no_sample_steps(rounds: int = 7) -> dict[str, float]:
     profiled_tracer = tracer_with(processor)
     plain_instrumented = instrumented_request(tracer_with())
     profiled_instrumented = instrumented_request(profiled_tracer)
-    unsampled = stack_sampler.SampledRequest(0, None, None)
 
     class NoThreadClock:
         thread_time = staticmethod(lambda: 0.0)
@@ -788,17 +786,23 @@ def no_sample_steps(rounds: int = 7) -> dict[str, float]:
 
     removals: dict[str, list[tuple[Any, str, Any]]] = {
         "whole": [],
-        "stem anchor (frames looked at)": [(stack_sampler, "_stem_anchor", lambda caller: None)],
-        "sampler begin + end (anchor included)": [
-            (stack_sampler.StackSampler, "begin", lambda self, *a, **k: unsampled),
+        "stem anchor (frames looked at)": [
+            (active_profile, "anchor_at_span_start", lambda request, depth: None)
+        ],
+        "sampler add + end (anchor excluded)": [
+            (stack_sampler.StackSampler, "add", lambda self, user, request: None),
             (stack_sampler.StackSampler, "end", lambda self, request: []),
         ],
         "attach (header check + 2 attributes)": [
             (processor_module.PyinstrumentSpanProcessor, "_attach", lambda self, s, a: None)
         ],
-        "thread CPU clock, 2 reads": [(active_profile, "time", NoThreadClock)],
+        "thread CPU clock, 2 reads": [
+            (active_profile, "time", NoThreadClock),
+            (processor_module, "thread_time", lambda: 0.0),
+        ],
         "stats counters, 2": [
-            (processor_stats.ProcessorStats, "increment", lambda self, counter: None)
+            (processor, "_count_started", lambda: 0),
+            (processor._profile_attributes, "_count_empty", lambda: 0),
         ],
         "context marker set + reset": [(processor_module, "current_profile", NoMarker)],
     }

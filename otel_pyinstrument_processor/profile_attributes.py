@@ -8,7 +8,8 @@ counted and logged, and the other attributes are still returned.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from otel_pyinstrument_processor import attributes as attrs
@@ -40,6 +41,7 @@ class ProfileAttributes:
         self._slow_threshold = slow_threshold
         self._track_memory = track_memory
         self._stats = stats
+        self._count_empty = stats.counter("profiles_empty")
         self._log = log
         # One PruneOptions per set of library prefixes (in practice one per process), so
         # the pruning steps' per-file verdicts are kept across requests.
@@ -49,7 +51,7 @@ class ProfileAttributes:
         self,
         profile: StoppedProfile,
         metrics: RequestMetrics,
-        worker_records: list[tuple[list[str], float]],
+        worker_records: Sequence[tuple[list[str], float]],
         max_bytes: Callable[[], int],
     ) -> dict[str, Any]:
         """The span attributes for ``profile``: sample count, CPU time, the request
@@ -66,17 +68,10 @@ class ProfileAttributes:
             attributes[attrs.PROFILE_DURATION] = profile.duration
         if profile.cpu_time is not None:
             attributes[attrs.CPU_TIME] = profile.cpu_time
-        metrics.add_span_attributes(attributes, track_memory=self._track_memory)
-        if profile.stopped_early:
-            attributes[attrs.PROFILE_STOPPED_EARLY] = True
-            self._stats.increment("profiles_stopped_early")
-        if profile.duration < self._slow_threshold:
-            # Keep-if-slow: the metrics stay, the tree is never built or encoded.
-            attributes[attrs.PROFILE_DROPPED_FAST] = True
-            self._stats.increment("profiles_dropped_fast")
-            return attributes
+        if self._add_more(attributes, profile.duration, profile.stopped_early, metrics):
+            return attributes  # keep-if-slow: the metrics stay, the tree is never built
         if not records and not worker_records:
-            self._stats.increment("profiles_empty")
+            self._count_empty()
             return attributes
         try:
             options = self._options(profile.library_prefixes)
@@ -123,6 +118,46 @@ class ProfileAttributes:
         attributes[attrs.PROFILE_FORMAT] = encoded.format
         attributes[attrs.PROFILE_TRUNCATED] = encoded.truncated
         return attributes
+
+    def without_samples(
+        self,
+        cpu_time: float | None,
+        started: float,
+        stopped_early: bool,
+        metrics: RequestMetrics,
+    ) -> dict[str, Any]:
+        """The span attributes of a profile that took no sample, started at ``started``
+        (``time.perf_counter()``): what :meth:`of` returns for it, made directly (most
+        sampler-mode requests are shorter than the interval and get no sample)."""
+        attributes: dict[str, Any] = {attrs.PROFILE_SAMPLE_COUNT: 0}
+        if cpu_time is not None:
+            attributes[attrs.CPU_TIME] = cpu_time
+        if (metrics.counted or stopped_early or self._track_memory or self._slow_threshold) and (
+            self._add_more(attributes, time.perf_counter() - started, stopped_early, metrics)
+        ):
+            return attributes
+        self._count_empty()
+        return attributes
+
+    def _add_more(
+        self,
+        attributes: dict[str, Any],
+        duration: float,
+        stopped_early: bool,
+        metrics: RequestMetrics,
+    ) -> bool:
+        """Add the request metrics and what cut the profile short; True when the request
+        was faster than keep-if-slow's threshold (no tree then)."""
+        if metrics.counted or self._track_memory:
+            metrics.add_span_attributes(attributes, track_memory=self._track_memory)
+        if stopped_early:
+            attributes[attrs.PROFILE_STOPPED_EARLY] = True
+            self._stats.increment("profiles_stopped_early")
+        if duration < self._slow_threshold:
+            attributes[attrs.PROFILE_DROPPED_FAST] = True
+            self._stats.increment("profiles_dropped_fast")
+            return True
+        return False
 
     def _options(self, library_prefixes: tuple[str, ...]) -> PruneOptions:
         options = self._prune_options.get(library_prefixes)

@@ -12,7 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Tracer
 
 from otel_pyinstrument_processor import ConfigError, ProfilerConfig, PyinstrumentSpanProcessor
 from otel_pyinstrument_processor import attributes as attrs
@@ -401,3 +405,109 @@ def test_each_request_is_sampled_at_its_own_interval(monkeypatch: pytest.MonkeyP
         sampler.release(slow_user)
     assert len(results[0]) >= 2
     assert slow_records == []
+
+
+def started_as_the_instrumentations_start(tracer: Tracer) -> None:
+    # The Flask, WSGI and Django instrumentations: start_span from a plain function, then
+    # use_span (no generator between the span and the application).
+    span = tracer.start_span("GET /instrumented", kind=SpanKind.SERVER)
+    with trace.use_span(span, end_on_exit=True):
+        spin_cpu(0.03)
+
+
+def calls_a_decorated_handler(tracer: Tracer) -> None:
+    @tracer.start_as_current_span("GET /decorated", kind=SpanKind.SERVER)
+    def decorated_handler() -> None:
+        spin_cpu(0.03)
+
+    decorated_handler()
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["added", "only_processor"])
+def test_the_tree_is_rooted_where_the_application_started_the_span(direct: bool) -> None:
+    """However the span was started (start_span, the decorator form of
+    start_as_current_span, its with form), and however the SDK calls the processor (through
+    the provider's multi-processor, or as its only processor: a frame fewer), the tree's
+    root is the application frame that started the span, never the SDK's."""
+    processor = PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=0.005)
+    exporter = InMemorySpanExporter()
+    if direct:
+        provider = TracerProvider(active_span_processor=processor)  # type: ignore[arg-type]
+        processor_spans = []
+        original_on_end = processor.on_end
+
+        def keep(span: ReadableSpan) -> None:
+            processor_spans.append(span)
+            original_on_end(span)
+
+        processor.on_end = keep  # type: ignore[method-assign]
+    else:
+        provider = TracerProvider()
+        provider.add_span_processor(processor)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("tests")
+    try:
+        started_as_the_instrumentations_start(tracer)
+        calls_a_decorated_handler(tracer)
+        with tracer.start_as_current_span("GET /with", kind=SpanKind.SERVER):
+            spin_cpu(0.03)
+        ended = processor_spans if direct else exporter.get_finished_spans()
+        spans = {span.name: span for span in ended}
+        roots = {name: tree_of(span) for name, span in spans.items()}
+        assert roots["GET /instrumented"].function == "started_as_the_instrumentations_start"
+        assert roots["GET /decorated"].function == "calls_a_decorated_handler"
+        assert "decorated_handler" in functions(roots["GET /decorated"])
+        with_root = roots["GET /with"]
+        assert (
+            with_root.function == "test_the_tree_is_rooted_where_the_application_started_the_span"
+        )
+        for tree in roots.values():
+            assert "spin_cpu" in functions(tree)
+            assert not any("opentelemetry/sdk" in node.file for node in _nodes(tree))
+    finally:
+        provider.shutdown()
+
+
+def test_requests_without_a_sample_follow_keep_if_slow() -> None:
+    # A 10 s interval: no request here gets a sample; the short path to the attributes
+    # still tells a request faster than the threshold (dropped) from a slower one (empty).
+    h = Harness(
+        PyinstrumentSpanProcessor(
+            profiler_mode="sampler", sampler_interval=10.0, slow_threshold=0.02
+        )
+    )
+    try:
+        with h.tracer.start_as_current_span("GET /fast", kind=SpanKind.SERVER):
+            pass
+        with h.tracer.start_as_current_span("GET /slow", kind=SpanKind.SERVER):
+            time.sleep(0.03)
+        spans = h.spans()
+        fast, slow = spans["GET /fast"].attributes, spans["GET /slow"].attributes
+        assert fast[attrs.PROFILE_DROPPED_FAST] is True
+        assert attrs.PROFILE_DROPPED_FAST not in slow
+        assert (fast[attrs.PROFILE_SAMPLE_COUNT], slow[attrs.PROFILE_SAMPLE_COUNT]) == (0, 0)
+        assert h.processor.stats.profiles_dropped_fast == 1
+        assert h.processor.stats.profiles_empty == 1
+        assert h.processor.stats.profiles_started == 2
+    finally:
+        h.provider.shutdown()
+
+
+def test_headers_are_redacted_when_a_span_adds_one_to_keys_seen_before() -> None:
+    # Spans whose keys were all seen before without a header skip the header scan: a span
+    # with the same keys plus a credential header must still be scanned and redacted.
+    h = Harness(PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=10.0))
+    plain = {"url.path": "/p", "http.request.method": "GET"}
+    try:
+        for _ in range(2):
+            with h.tracer.start_as_current_span("GET /p", kind=SpanKind.SERVER, attributes=plain):
+                pass
+        with h.tracer.start_as_current_span(
+            "GET /h", kind=SpanKind.SERVER, attributes=plain
+        ) as span:
+            span.set_attribute("http.response.header.set_cookie", ("sid=1",))
+        attributes = h.spans()["GET /h"].attributes
+        assert attributes["http.response.header.set_cookie"] == "[REDACTED]"
+        assert attributes["url.path"] == "/p"
+    finally:
+        h.provider.shutdown()
