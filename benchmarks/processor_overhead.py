@@ -699,7 +699,57 @@ def fixed_costs() -> dict[str, float]:
         + results["hook_aggregate_us"]
         + results["build_prune_encode_us"]
     )
+    results.update(driven_sample_costs())
     return results
+
+
+def driven_sample_costs(rounds: int = 7) -> dict[str, float]:
+    """A sampler-mode request with exactly 0, 1 or 2 samples (most sampled requests of a
+    1-2 ms endpoint have one): a helper thread runs the sampling pass on demand, so no
+    timer decides the count (sampler_request_ab.py's requests, this checkout only). µs of
+    the request thread's CPU around the span's start and its end, over OTel alone with as
+    many hand-offs to the helper: each hand-off leaves the request's caches cold for its
+    end, as a sampling pass does. ``sampler_1_sample_tree_us`` is the tree's own cost,
+    over a request without a sample after the same hand-off."""
+    from sampler_request_ab import PassDriver, requests_of, tracer_with
+
+    from otel_pyinstrument_processor import PyinstrumentSpanProcessor
+    from otel_pyinstrument_processor.stack_sampler import shared_sampler
+
+    sampler = shared_sampler()
+    # The thread ticks at its requests' 10 s (no random first offset, StackSampler.add);
+    # a tick it had planned at the old interval passes during the pause.
+    sampler._interval = 10.0
+    time.sleep(0.05)
+    processor = PyinstrumentSpanProcessor(
+        sampling_rate=1.0, profiler_mode="sampler", sampler_interval=10.0
+    )
+    driver = PassDriver()
+    names = ("no sample, 1 hand-off", "1 sample", "2 samples")
+    sides = {
+        "otel": requests_of(tracer_with(), None, driver),
+        "ours": requests_of(tracer_with(processor), sampler, driver),
+    }
+    best = {(side, name): float("inf") for side in sides for name in names}
+    try:
+        for requests in sides.values():  # warm up
+            for name in names:
+                requests[name]()
+        for _ in range(rounds):
+            for side, requests in sides.items():
+                for name in names:
+                    best[side, name] = min(best[side, name], requests[name]())
+    finally:
+        processor.shutdown()
+        driver.stop()
+    extra = {name: best["ours", name] - best["otel", name] for name in names}
+    return {
+        "sampler_handoff_fixed_us": extra["no sample, 1 hand-off"],
+        "sampler_1_sample_fixed_us": extra["1 sample"],
+        "sampler_2_samples_fixed_us": extra["2 samples"],
+        "sampler_1_sample_tree_us": extra["1 sample"] - extra["no sample, 1 hand-off"],
+        "sampler_2_samples_tree_us": extra["2 samples"] - extra["no sample, 1 hand-off"],
+    }
 
 
 def no_sample_steps(rounds: int = 7) -> dict[str, float]:

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import types
+from collections.abc import Callable, Sequence
 from contextvars import Token
 from typing import Any, NamedTuple
 
@@ -31,11 +32,14 @@ from otel_pyinstrument_processor.stack_sampler import (
     shared_sampler,
 )
 from otel_pyinstrument_processor.tree_builder import StackAggregator
+from otel_pyinstrument_processor.wire import EncodedProfile
 
 _logger = logging.getLogger(__name__)
 
 _SLOW_TIMER_SECONDS = 300e-9  # pyinstrument's own threshold for warning about the timer
 _new_tuple = tuple.__new__
+FirstSampleEncoder = Callable[[tuple[list[str], float], Sequence[str]], EncodedProfile | None]
+"""Encodes the tree of one sample ``(stack, elapsed)`` under a start call stack, or None."""
 
 
 class ActiveProfile:
@@ -76,6 +80,25 @@ class SampledProfile(SampledRequest):
     discard = False  # set by shutdown: stop sampling, attach nothing
     previous_end: Any = None
     token: Token[ProfileMarker | None] | None = None
+    # The processor's encoder of a one-sample tree (see took_sample), and what it made.
+    encode_first: FirstSampleEncoder | None = None
+    first_tree: EncodedProfile | None = None
+
+    def took_sample(self, records: list[tuple[list[str], float]]) -> None:
+        """At the first sample, encode the tree the request will carry if it gets no
+        other (most sampled requests of a fast endpoint), on the sampling thread rather
+        than at the request's end; at the next, aggregate as usual (the samples so far
+        included). Where the encoder cannot (a stack seen for the first time, a tree it
+        hands to the full path), aggregate as usual."""
+        encode = self.encode_first
+        if len(records) == 1 and encode is not None:
+            try:
+                self.first_tree = encode(records[0], self.start_call_stack)
+            except Exception:  # never fail the sampling pass: the request's end will do it
+                _logger.debug("pystrument: could not encode a first sample", exc_info=True)
+            if self.first_tree is not None:
+                return
+        SampledRequest.took_sample(self, records)
 
 
 class StoppedProfile(NamedTuple):
@@ -93,6 +116,10 @@ class StoppedProfile(NamedTuple):
     aggregator: StackAggregator | None = None
     """The records already aggregated (the first ``aggregator.samples`` of them) by the
     sampling thread or, in pyinstrument mode, by the call hook as the samples came."""
+    first_tree: EncodedProfile | None = None
+    """The tree of the first record alone, encoded by the sampling thread as it took it
+    (under at most the processor's ``max_profile_bytes``): the tree when it is the only
+    record, there are no worker records, and the span's limits allow it."""
 
 
 class ProfileModes:
@@ -114,6 +141,9 @@ class ProfileModes:
         self.interval = interval
         self.sampler_interval = sampler_interval
         self.max_duration = max_duration or None
+        self.encode_first_sample: FirstSampleEncoder | None = None
+        """Set by the processor: encodes the tree of a sampled profile's first sample on
+        the sampling thread (see :meth:`SampledProfile.took_sample`)."""
         self._use_timing_thread = use_timing_thread
         self._sampler_used = False
         self._shared_sampler: StackSampler | None = None
@@ -167,6 +197,8 @@ class ProfileModes:
         # (Set here rather than in an __init__ of its own: a call less per request.)
         state.span = span
         state.marker = marker
+        if self.encode_first_sample is not None:
+            state.encode_first = self.encode_first_sample
         # This frame, the processor's, on_start, then its caller: the SDK's.
         anchor_at_span_start(state, 3)
         (self._shared_sampler or self._sampler()).add(self, state)
@@ -233,6 +265,7 @@ class ProfileModes:
                 self._sys_prefixes or self._library_prefixes(),
                 cpu_time,
                 state.aggregator,
+                state.first_tree,
             ),
         )
 
@@ -281,6 +314,10 @@ class ProfileModes:
                     overhead * 1e9,
                 )
         return self._use_timing_thread
+
+    def library_prefixes(self) -> tuple[str, ...]:
+        """The library directories of this Python (pyinstrument's), found once."""
+        return self._sys_prefixes or self._library_prefixes()
 
     def _library_prefixes(self) -> tuple[str, ...]:
         if self._sys_prefixes is None:

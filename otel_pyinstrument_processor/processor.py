@@ -16,7 +16,7 @@ import random
 import sys
 import threading
 from asyncio import _get_running_loop as _running_loop
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from threading import get_ident
 from time import thread_time
 from typing import Any
@@ -49,7 +49,7 @@ from otel_pyinstrument_processor.span_enrichment import (
     set_profile_attributes,
     write_ending_attributes,
 )
-from otel_pyinstrument_processor.wire import DEFAULT_MAX_BYTES
+from otel_pyinstrument_processor.wire import DEFAULT_MAX_BYTES, EncodedProfile
 
 _logger = logging.getLogger(__name__)
 
@@ -172,6 +172,8 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             stats=self._stats,
             log=self._log,
         )
+        # A one-sample tree is encoded by the sampling thread as it takes the sample.
+        self._modes.encode_first_sample = self._encode_first_sample
 
     @classmethod
     def from_config(cls, config: ProfilerConfig) -> PyinstrumentSpanProcessor:
@@ -429,6 +431,14 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             marker,
             marker.worker_records,
             lambda: attribute_cap(state.span, self._max_profile_bytes),
+        )
+
+    def _encode_first_sample(
+        self, record: tuple[list[str], float], start_call_stack: Sequence[str]
+    ) -> EncodedProfile | None:
+        # On the sampling thread: the request's end checks it against the span's limits.
+        return self._profile_attributes.first_sample_tree(
+            record, start_call_stack, self._modes.library_prefixes(), self._max_profile_bytes
         )
 
     def _attach(self, span: Span, attributes: dict[str, Any]) -> None:

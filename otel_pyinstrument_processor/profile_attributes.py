@@ -20,7 +20,7 @@ from otel_pyinstrument_processor.request_metrics import RequestMetrics
 from otel_pyinstrument_processor.request_profile import merge_worker_records
 from otel_pyinstrument_processor.tree_builder import aggregate_frame_records, top_of_tree
 from otel_pyinstrument_processor.tree_encoding import encode_aggregated, encode_single_sample
-from otel_pyinstrument_processor.wire import ProfileTooLargeError
+from otel_pyinstrument_processor.wire import EncodedProfile, ProfileTooLargeError
 
 _logger = logging.getLogger(__name__)
 
@@ -76,11 +76,15 @@ class ProfileAttributes:
         try:
             options = self._options(profile.library_prefixes)
             if len(records) == 1 and not worker_records:
-                # Most sampled requests of a fast endpoint: a chain, from its stack's template.
-                stack, elapsed = records[0]
-                encoded = encode_single_sample(
-                    stack, elapsed, profile.start_call_stack, options, max_bytes=max_bytes()
-                )
+                # Most sampled requests of a fast endpoint: a chain, from its stack's template
+                # (encoded by the sampling thread as it took the sample, if it could).
+                cap = max_bytes()
+                encoded = profile.first_tree
+                if encoded is None or len(encoded.tree) > cap:
+                    stack, elapsed = records[0]
+                    encoded = encode_single_sample(
+                        stack, elapsed, profile.start_call_stack, options, max_bytes=cap
+                    )
                 if encoded is not None:
                     attributes[attrs.PROFILE_TREE] = encoded.tree
                     attributes[attrs.PROFILE_FORMAT] = encoded.format
@@ -118,6 +122,22 @@ class ProfileAttributes:
         attributes[attrs.PROFILE_FORMAT] = encoded.format
         attributes[attrs.PROFILE_TRUNCATED] = encoded.truncated
         return attributes
+
+    def first_sample_tree(
+        self,
+        record: tuple[list[str], float],
+        start_call_stack: Sequence[str],
+        library_prefixes: tuple[str, ...],
+        max_bytes: int,
+    ) -> EncodedProfile | None:
+        """The encoded tree of a profile whose only sample is ``record``, as :meth:`of`
+        encodes it, or None where :meth:`of` has to do more (see
+        :func:`~tree_encoding.encode_single_sample`). For the sampling thread, as it takes
+        a request's first sample."""
+        stack, elapsed = record
+        return encode_single_sample(
+            stack, elapsed, start_call_stack, self._options(library_prefixes), max_bytes=max_bytes
+        )
 
     def without_samples(
         self,

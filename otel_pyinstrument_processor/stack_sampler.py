@@ -121,6 +121,15 @@ class SampledRequest:
         """Seconds from the start of the profile to its last sample."""
         return self.last - self.started
 
+    def took_sample(self, records: list[tuple[list[str], float]]) -> None:
+        """Called by the sampling thread, under its lock, after each sample from the
+        request's ``aggregate_after`` on, with the request's samples: aggregates those not
+        aggregated yet (so that the request's thread only finishes the tree)."""
+        aggregator = self.aggregator
+        if aggregator is None:
+            aggregator = self.aggregator = StackAggregator()
+        aggregator.add_all(records[aggregator.samples :])
+
 
 class StackSampler:
     """The per-process sampling thread and the requests it samples.
@@ -381,10 +390,7 @@ class StackSampler:
                 request.next_due = max(request.next_due + interval, now - interval * 0.5)
                 aggregate_from = request.aggregate_from
                 if aggregate_from is not None and now >= aggregate_from:
-                    aggregator = request.aggregator
-                    if aggregator is None:
-                        aggregator = request.aggregator = StackAggregator()
-                    aggregator.add_all(records[aggregator.samples :])
+                    request.took_sample(records)
             if shortest is not None:
                 self._interval = shortest
 

@@ -13,13 +13,19 @@ from pathlib import Path
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Tracer
 
-from otel_pyinstrument_processor import ConfigError, ProfilerConfig, PyinstrumentSpanProcessor
+from otel_pyinstrument_processor import (
+    ConfigError,
+    ProfilerConfig,
+    PyinstrumentSpanProcessor,
+)
 from otel_pyinstrument_processor import attributes as attrs
+from otel_pyinstrument_processor.active_profile import ProfileModes, StoppedProfile
+from otel_pyinstrument_processor.profile_attributes import ProfileAttributes
 from otel_pyinstrument_processor.stack_sampler import (
     StackSampler,
     frame_identifier,
@@ -509,5 +515,94 @@ def test_headers_are_redacted_when_a_span_adds_one_to_keys_seen_before() -> None
         attributes = h.spans()["GET /h"].attributes
         assert attributes["http.response.header.set_cookie"] == "[REDACTED]"
         assert attributes["url.path"] == "/p"
+    finally:
+        h.provider.shutdown()
+
+
+def run_one_sample_requests(h: Harness, count: int) -> list[ReadableSpan]:
+    """``count`` requests that each get exactly one sample: a helper thread runs the
+    sampling pass once while the request waits for it (the processor's own thread ticks
+    every 10 s, at its requests' interval from the start: no random first offset)."""
+    sampler = shared_sampler()
+    sampler._interval = 10.0
+    asked, done = threading.Event(), threading.Event()
+
+    def helper() -> None:
+        for _ in range(count):
+            asked.wait()
+            asked.clear()
+            sampler._sample()
+            done.set()
+
+    thread = threading.Thread(target=helper)
+    thread.start()
+    for _ in range(count):
+        with h.tracer.start_as_current_span("GET /one", kind=SpanKind.SERVER):
+            done.clear()
+            asked.set()
+            done.wait()
+    thread.join(timeout=10)
+    return [s for s in h.exporter.get_finished_spans() if s.name == "GET /one"]
+
+
+def test_a_one_sample_tree_is_encoded_by_the_sampling_thread_as_the_request_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    encoded_on: list[str] = []
+    original = ProfileAttributes.first_sample_tree
+
+    def first_sample_tree(self: ProfileAttributes, *args: object) -> object:
+        encoded_on.append(threading.current_thread().name)
+        return original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ProfileAttributes, "first_sample_tree", first_sample_tree)
+    stopped: list[StoppedProfile] = []
+    original_stopped = ProfileModes.stopped_sampled
+
+    def stopped_sampled(self: ProfileModes, *args: object) -> StoppedProfile:
+        stopped.append(original_stopped(self, *args))  # type: ignore[arg-type]
+        return stopped[-1]
+
+    monkeypatch.setattr(ProfileModes, "stopped_sampled", stopped_sampled)
+    h = Harness(PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=10.0))
+    try:
+        # A stack's template is made at its second sighting: the third request on.
+        spans = run_one_sample_requests(h, 4)
+    finally:
+        h.provider.shutdown()
+    assert [s.attributes[attrs.PROFILE_SAMPLE_COUNT] for s in spans] == [1] * 4
+    assert h.processor.stats.profiles_attached == 4
+    assert "MainThread" not in encoded_on and len(encoded_on) == 4
+    ahead = [profile for profile in stopped if profile.first_tree is not None]
+    assert len(ahead) >= 2  # the requests after the template was made
+    for span, profile in zip(spans, stopped, strict=True):
+        tree = tree_of(span)
+        assert tree.function == "run_one_sample_requests"
+        # The same bytes as the request's end makes from the same sample without help.
+        unaided = h.processor._profile_attributes.of(
+            profile._replace(first_tree=None), h.processor._marker(0), (), lambda: 1 << 20
+        )
+        assert unaided[attrs.PROFILE_TREE] == span.attributes[attrs.PROFILE_TREE]
+
+
+def test_a_tree_encoded_ahead_still_keeps_the_span_attribute_length_limit() -> None:
+    # The sampling thread encodes under the processor's max_profile_bytes; the span's own
+    # length limit, smaller here, is checked at the request's end.
+    h = Harness(PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=10.0))
+    h.provider = TracerProvider(span_limits=SpanLimits(max_span_attribute_length=60))
+    h.provider.add_span_processor(h.processor)
+    h.provider.add_span_processor(SimpleSpanProcessor(h.exporter))
+    h.tracer = h.provider.get_tracer("tests")
+    try:
+        spans = run_one_sample_requests(h, 4)
+        assert [s.attributes[attrs.PROFILE_SAMPLE_COUNT] for s in spans] == [1] * 4
+        for span in spans:
+            tree = span.attributes.get(attrs.PROFILE_TREE)
+            if tree is not None:
+                assert len(tree) <= 60
+                tree_of(span)  # never a cut-off, undecodable value
+        assert (
+            h.processor.stats.profiles_dropped_oversize + h.processor.stats.profiles_attached == 4
+        )
     finally:
         h.provider.shutdown()
