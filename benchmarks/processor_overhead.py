@@ -45,7 +45,8 @@ Two parts, both printed as ratios:
    at rate 0 against the same span with OTel alone; one profiled span's start + stop + build
    + prune + encode with an almost empty body (also under ~30 more frames, as in a web
    server); the pyinstrument mode's per-sample aggregation and its finish + prune + encode
-   of a realistic ~20-40 sample request alone.
+   of a realistic ~20-40 sample request alone; sampler-mode requests with exactly 0, 1 or
+   2 samples, the sampling pass run on demand by a helper thread (``driven_sample_costs``).
 
 3. ``--steps`` only: where a sampler-mode profiled request that gets no sample spends its
    CPU, one step at a time replaced by a no-op (an ablation; see ``no_sample_steps``).
@@ -844,7 +845,7 @@ def no_sample_steps(rounds: int = 7) -> dict[str, float]:
             (stack_sampler.StackSampler, "end", lambda self, request: []),
         ],
         "attach (header check + 2 attributes)": [
-            (processor_module.PyinstrumentSpanProcessor, "_attach", lambda self, s, a: None)
+            (processor_module, "write_ending_attributes", lambda span, a, key: True)
         ],
         "thread CPU clock, 2 reads": [
             (active_profile, "time", NoThreadClock),

@@ -5,7 +5,10 @@ request's thread (``"pyinstrument"``), or the process's sampling thread (stack_s
 which reads the request thread's stack every ``sampler_interval`` (``"sampler"``); asyncio
 requests always use pyinstrument's strict async mode, because a thread sampler cannot
 attribute coroutines. Either way, stopping yields a :class:`StoppedProfile`: frame records
-in pyinstrument's format, which :mod:`profile_attributes` turns into span attributes.
+in pyinstrument's format, which :mod:`profile_attributes` turns into span attributes (a
+sampled request without a sample, the most common kind, goes straight to its attributes).
+A pyinstrument-mode profile is an :class:`ActiveProfile`; a sampled one a
+:class:`SampledProfile`, which is also the sampling thread's record of the request.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ class SampledProfile(SampledRequest):
     encode_first: FirstSampleEncoder | None = None
     first_tree: EncodedProfile | None = None
 
-    def took_sample(self, records: list[tuple[list[str], float]]) -> None:
+    def took_sample(self, records: Sequence[tuple[list[str], float]]) -> None:
         """At the first sample, encode the tree the request will carry if it gets no
         other (most sampled requests of a fast endpoint), on the sampling thread rather
         than at the request's end; at the next, aggregate as usual (the samples so far
@@ -104,8 +107,8 @@ class SampledProfile(SampledRequest):
 class StoppedProfile(NamedTuple):
     """What a stopped profile yields: samples (stack root first, seconds) and their context."""
 
-    records: list[tuple[list[str], float]]
-    start_call_stack: list[str]
+    records: Sequence[tuple[list[str], float]]
+    start_call_stack: Sequence[str]
     """The frame that started the profile and its callers, root first (trims the stem)."""
     duration: float
     interval: float
@@ -146,7 +149,8 @@ class ProfileModes:
         the sampling thread (see :meth:`SampledProfile.took_sample`)."""
         self._use_timing_thread = use_timing_thread
         self._sampler_used = False
-        self._shared_sampler: StackSampler | None = None
+        self.sampler: StackSampler | None = None
+        """The process's sampling thread, once this processor has used it."""
         self._sys_prefixes: tuple[str, ...] | None = None
         self._lock = threading.Lock()
         # Profiles whose span ended on another thread: pyinstrument's sampler can only be
@@ -201,8 +205,9 @@ class ProfileModes:
             state.encode_first = self.encode_first_sample
         # This frame, the processor's, on_start, then its caller: the SDK's.
         anchor_at_span_start(state, 3)
-        (self._shared_sampler or self._sampler()).add(self, state)
-        self._sampler_used = True
+        (self.sampler or self._sampler()).add(self, state)
+        if not self._sampler_used:
+            self._sampler_used = True
         return state
 
     def subscribe(self, state: ActiveProfile, caller: types.FrameType) -> None:
@@ -242,14 +247,14 @@ class ProfileModes:
             ),
         )
 
-    def end_sampled(self, state: SampledProfile) -> list[tuple[list[str], float]]:
+    def end_sampled(self, state: SampledProfile) -> Sequence[tuple[list[str], float]]:
         """Stop sampling ``state`` (from any thread) and return its samples."""
-        return (self._shared_sampler or self._sampler()).end(state)
+        return (self.sampler or self._sampler()).end(state)
 
     def stopped_sampled(
         self,
         state: SampledProfile,
-        records: list[tuple[list[str], float]],
+        records: Sequence[tuple[list[str], float]],
         cpu_time: float | None,
     ) -> StoppedProfile:
         """What :meth:`end_sampled` stopped, with the request's thread's ``cpu_time``
@@ -294,9 +299,9 @@ class ProfileModes:
     def _sampler(self) -> StackSampler:
         # The process's sampler, kept here: shared_sampler() takes a lock per call. (The
         # object survives fork; its thread and state are reset in the child.)
-        sampler = self._shared_sampler
+        sampler = self.sampler
         if sampler is None:
-            sampler = self._shared_sampler = shared_sampler()
+            sampler = self.sampler = shared_sampler()
         return sampler
 
     def _timing_thread(self) -> bool:

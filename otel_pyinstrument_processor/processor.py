@@ -386,7 +386,8 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         from the sampler straight to its attributes: no StoppedProfile, no tree work."""
         modes = self._modes
         try:
-            records: list[tuple[list[str], float]] | None = modes.end_sampled(state)
+            # (modes.end_sampled, a call less: the sampler that started it is set.)
+            records = modes.sampler.end(state)  # type: ignore[union-attr]
         except Exception:
             self._error("stop", "pystrument: could not stop the profiler")
             records = None
@@ -404,6 +405,9 @@ class PyinstrumentSpanProcessor(SpanProcessor):
                 attributes = self._profile_attributes.without_samples(
                     cpu_time, state.started, state.stopped_early, state.marker
                 )
+                if self._ending_hook:  # no tree: none of _attach's checks apply
+                    write_ending_attributes(state.span, attributes, attrs.PROFILE_TREE)
+                    return
             self._attach(state.span, attributes)
         except Exception:
             self._error("finish", "pystrument: could not finish a span's profile")

@@ -74,7 +74,6 @@ class ProfileAttributes:
             self._count_empty()
             return attributes
         try:
-            options = self._options(profile.library_prefixes)
             if len(records) == 1 and not worker_records:
                 # Most sampled requests of a fast endpoint: a chain, from its stack's template
                 # (encoded by the sampling thread as it took the sample, if it could).
@@ -82,6 +81,7 @@ class ProfileAttributes:
                 encoded = profile.first_tree
                 if encoded is None or len(encoded.tree) > cap:
                     stack, elapsed = records[0]
+                    options = self._options(profile.library_prefixes)
                     encoded = encode_single_sample(
                         stack, elapsed, profile.start_call_stack, options, max_bytes=cap
                     )
@@ -106,7 +106,9 @@ class ProfileAttributes:
                 return attributes
             # Folded, pruned and encoded in one walk over the builders: the bytes of
             # building CallTreeNodes, pruning and encoding them, in ~60 % of the time.
-            encoded = encode_aggregated(top, options, max_bytes=max_bytes())
+            encoded = encode_aggregated(
+                top, self._options(profile.library_prefixes), max_bytes=max_bytes()
+            )
         except ProfileTooLargeError as exc:
             self._stats.increment("profiles_dropped_oversize")
             self._log.warning("oversize", "pystrument: profile dropped: %s", exc)

@@ -157,8 +157,11 @@ def write_ending_attributes(span: Span, attributes: dict[str, Any], tree_key: st
     valid attribute values (the processor makes only str, bool, int and float). True when
     the span kept the value under ``tree_key`` (or there was none). Falls back to
     :func:`set_profile_attributes` when the span's attributes are not the SDK's own."""
-    bounded = getattr(span, "_attributes", None)
-    plain = getattr(bounded, "_dict", None)
+    try:
+        bounded = span._attributes
+        plain = bounded._dict  # type: ignore[union-attr]
+    except AttributeError:
+        return set_profile_attributes(span, attributes, tree_key)
     # type() rather than isinstance(): BoundedAttributes is an ABC, and an ABC instance
     # check costs ~1 µs here.
     if type(bounded) is not BoundedAttributes or type(plain) is not dict:

@@ -66,6 +66,9 @@ class SampledRequest:
     # so that their ids cannot be reused while the request runs.
     stem_frames: dict[int, tuple[types.FrameType, int]] | None = None
     anchor: types.FrameType | None = None
+    # The samples, (stack, elapsed): a list of the request's own from the first sample on
+    # (most requests shorter than the interval get none).
+    records: Sequence[tuple[list[str], float]] = ()
     # True when the anchor may be span-starting plumbing (the caller of the generator that
     # started the span): the stem then starts at the first frame above it that is not.
     anchor_in_plumbing = False
@@ -112,7 +115,6 @@ class SampledRequest:
         self.started = self.last = self.next_due = started = _perf_counter()
         if max_duration is not None:
             self.deadline = started + max_duration
-        self.records: list[tuple[list[str], float]] = []
         if aggregate_after is not None:
             self.aggregate_from = started + aggregate_after
 
@@ -121,7 +123,7 @@ class SampledRequest:
         """Seconds from the start of the profile to its last sample."""
         return self.last - self.started
 
-    def took_sample(self, records: list[tuple[list[str], float]]) -> None:
+    def took_sample(self, records: Sequence[tuple[list[str], float]]) -> None:
         """Called by the sampling thread, under its lock, after each sample from the
         request's ``aggregate_after`` on, with the request's samples: aggregates those not
         aggregated yet (so that the request's thread only finishes the tree)."""
@@ -217,7 +219,7 @@ class StackSampler:
         if self._thread is None or self._idle:
             self._wake_up()
 
-    def end(self, request: SampledRequest) -> list[tuple[list[str], float]]:
+    def end(self, request: SampledRequest) -> Sequence[tuple[list[str], float]]:
         """Stop sampling ``request`` and return its samples (stack root first, elapsed s)."""
         request.ended = True
         # Lock-free unless the sampling thread has taken the request in. The thread sets
@@ -374,6 +376,8 @@ class StackSampler:
                     request.stopped_early = True
                     continue
                 records = request.records
+                if not records:
+                    records = request.records = []
                 stack = self._stack(frame, request)
                 elapsed = now - request.last
                 if (

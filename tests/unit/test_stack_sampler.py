@@ -167,7 +167,7 @@ def test_a_request_ended_before_the_thread_takes_it_in_is_never_sampled() -> Non
     request = sampler.begin(owner, 0.005, sys._getframe())
     try:
         assert sampler.request_on(threading.get_ident()) is request
-        assert sampler.end(request) == []
+        assert not sampler.end(request)
         assert sampler.request_on(threading.get_ident()) is None
         assert request.anchor is None
         give_up = time.monotonic() + 10.0
@@ -175,7 +175,7 @@ def test_a_request_ended_before_the_thread_takes_it_in_is_never_sampled() -> Non
             time.sleep(0.005)
         time.sleep(0.02)  # a few more ticks
         assert sampler._pending == {} and sampler._requests == {}
-        assert request.records == [] and request.seen
+        assert not request.records and request.seen
     finally:
         sampler.release(owner)
 
@@ -410,7 +410,7 @@ def test_each_request_is_sampled_at_its_own_interval(monkeypatch: pytest.MonkeyP
         sampler.release(fast_user)
         sampler.release(slow_user)
     assert len(results[0]) >= 2
-    assert slow_records == []
+    assert not slow_records
 
 
 def started_as_the_instrumentations_start(tracer: Tracer) -> None:
