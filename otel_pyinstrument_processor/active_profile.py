@@ -232,7 +232,8 @@ class ProfileModes:
                 self.has_orphans = True
             return None
         records = profile.stop()
-        # (tuple.__new__: a NamedTuple's constructors are Python functions.)
+        # (tuple.__new__: a NamedTuple's constructors are Python functions. It fills in no
+        # default: every field is given, test_processor checks.)
         return _new_tuple(
             StoppedProfile,
             (
@@ -244,6 +245,7 @@ class ProfileModes:
                 self._sys_prefixes or self._library_prefixes(),
                 time.thread_time() - state.cpu_start,
                 profile.aggregator,
+                None,
             ),
         )
 

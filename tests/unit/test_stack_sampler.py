@@ -24,6 +24,7 @@ from otel_pyinstrument_processor import (
     PyinstrumentSpanProcessor,
 )
 from otel_pyinstrument_processor import attributes as attrs
+from otel_pyinstrument_processor import processor as processor_module
 from otel_pyinstrument_processor.active_profile import ProfileModes, StoppedProfile
 from otel_pyinstrument_processor.profile_attributes import ProfileAttributes
 from otel_pyinstrument_processor.stack_sampler import (
@@ -604,5 +605,37 @@ def test_a_tree_encoded_ahead_still_keeps_the_span_attribute_length_limit() -> N
         assert (
             h.processor.stats.profiles_dropped_oversize + h.processor.stats.profiles_attached == 4
         )
+    finally:
+        h.provider.shutdown()
+
+
+@pytest.mark.parametrize("ending_hook", [True, False], ids=["on_ending", "end_override"])
+def test_sampled_requests_with_either_end_hook_and_shutdown(
+    monkeypatch: pytest.MonkeyPatch, ending_hook: bool
+) -> None:
+    # The sampler mode's own start and end: attributes written from _on_ending, or (an SDK
+    # that does not call it) from an override of end() that is undone afterwards; a span
+    # still running at shutdown ends without them, and nothing is profiled after.
+    monkeypatch.setattr(processor_module, "ENDING_HOOK_WORKS", ending_hook)
+    h = Harness(PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=10.0))
+    try:
+        span = h.tracer.start_span("GET /a", kind=SpanKind.SERVER)
+        assert ("end" in vars(span)) is not ending_hook
+        span.end()
+        assert "end" not in vars(span)
+        span.end()  # a second end is harmless
+        attributes = h.spans()["GET /a"].attributes
+        assert attributes[attrs.PROFILE_SAMPLE_COUNT] == 0
+        assert attributes[attrs.CPU_TIME] >= 0
+        running = h.tracer.start_span("GET /b", kind=SpanKind.SERVER)
+        h.processor.shutdown()
+        assert "end" not in vars(running)
+        running.end()
+        assert attrs.PROFILE_SAMPLE_COUNT not in h.spans()["GET /b"].attributes
+        with h.tracer.start_as_current_span("GET /c", kind=SpanKind.SERVER):
+            pass
+        assert attrs.PROFILE_SAMPLE_COUNT not in h.spans()["GET /c"].attributes
+        assert h.processor.stats.profiles_started == 2
+        assert h.processor._active == {}
     finally:
         h.provider.shutdown()
