@@ -1,11 +1,11 @@
 """Where each profiler mode puts a request's time when the request alternates short CPU
 bursts with waits (a view that computes a little between database queries).
 
-Not a speed benchmark: an accuracy check. A request runs ``reps`` times "compute for
-``cpu`` ms, then wait ``io`` ms" (a thread-CPU spin in ``compute``, a sleep in ``wait_for_io``);
-the true share of ``compute`` is ``cpu / (cpu + io)``. Each mode profiles 20 such requests,
-and the time its samples put under ``compute`` and under ``wait_for_io`` is printed beside
-the truth.
+Not a speed benchmark: an accuracy check. A request runs ``REPS`` times "compute for
+about ``cpu`` ms, then wait about ``io`` ms" (a thread-CPU spin in ``compute``, a sleep in
+``wait_for_io``; each 0.5-1.5 times its mean); the truth is the wall time the bursts
+spent in ``compute``, measured around the calls. Each mode profiles 20 such requests, and
+the share of time its samples put under ``compute`` is printed beside that truth.
 
 The sampling thread (``profiler_mode="sampler"``) reads the request's stack only when it
 holds the GIL, and a thread that computes keeps the GIL until it blocks or until the
@@ -19,6 +19,7 @@ runs on the request's own thread and has no such blind spot.
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -44,18 +45,30 @@ def wait_for_io(ms: float) -> None:
 
 
 def request(cpu_ms: float, io_ms: float) -> None:
+    # Each burst and wait 0.5-1.5 times its mean (seeded), as a view's are: strictly periodic
+    # bursts would lock in phase with a 100 Hz sampler and be seen at one phase only.
+    rng = _rng
+    clock = time.perf_counter
     for _ in range(REPS):
-        compute(cpu_ms)
-        wait_for_io(io_ms)
+        started = clock()
+        compute(cpu_ms * (0.5 + rng.random()))
+        computed = clock()
+        wait_for_io(io_ms * (0.5 + rng.random()))
+        _truth["compute"] += computed - started
+        _truth["all"] += clock() - started
+
+
+_rng = random.Random(5)
+_truth = {"compute": 0.0, "all": 0.0}  # wall seconds in compute(), in the bursts in all
 
 
 def shares(records: list[tuple[list[str], float]]) -> dict[str, float]:
-    """Seconds under compute, under wait_for_io, and elsewhere."""
-    found = {"compute": 0.0, "wait_for_io": 0.0, "elsewhere": 0.0}
+    """Seconds under compute, in CPU the sampler did not see ([cpu]), and the rest."""
+    found = {"compute": 0.0, "[cpu]": 0.0, "rest": 0.0}
     for stack, elapsed in records:
         functions = {frame.split("\x00", 1)[0] for frame in stack}
-        key = next((name for name in ("compute", "wait_for_io") if name in functions), None)
-        found[key or "elsewhere"] += elapsed
+        key = next((name for name in ("compute", "[cpu]") if name in functions), "rest")
+        found[key] += elapsed
     return found
 
 
@@ -89,14 +102,23 @@ def main() -> int:
         "sampler (100 Hz)": sampled,
         "pyinstrument (1 kHz)": hooked,
     }
-    print(f"{REQUESTS} requests of {REPS} bursts each; share of the request's time under compute")
-    print(f"{'cpu ms / io ms':<16}{'true':>8}" + "".join(f"{mode:>24}" for mode in modes))
+    print(
+        f"{REQUESTS} requests of {REPS} bursts each: the share of their time each mode puts "
+        "under compute()\n(in brackets: as CPU the sampler did not see, a [cpu] frame under "
+        "compute()'s caller; the rest is waiting)"
+    )
+    print(f"{'cpu ms / io ms':<16}" + "".join(f"{mode + ' / true':>32}" for mode in modes))
     for cpu_ms, io_ms in PATTERNS:
-        row = f"{f'{cpu_ms} / {io_ms}':<16}{cpu_ms / (cpu_ms + io_ms):>8.0%}"
+        row = f"{f'{cpu_ms} / {io_ms}':<16}"
         for profile in modes.values():
+            _truth.update(compute=0.0, all=0.0)
             found = shares(profile(cpu_ms, io_ms))
             total = sum(found.values()) or 1.0
-            row += f"{found['compute'] / total:>24.0%}"
+            cell = f"{found['compute'] / total:.0%}"
+            if found["[cpu]"]:
+                cell += f" (+{found['[cpu]'] / total:.0%})"
+            cell += f" / {_truth['compute'] / _truth['all']:.0%}"
+            row += f"{cell:>32}"
         print(row)
     return 0
 
