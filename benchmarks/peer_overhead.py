@@ -10,7 +10,10 @@ cycle, each in turn (in a fresh random order per cycle) serves one short batch o
 (``/fast``: 30, ~45 ms; ``/mixed``: 3, ~160 ms) while the others sleep. A variant and its
 baseline then run within a second of each other, in every cycle: their difference in that
 cycle is the profiler's cost under the machine's speed of that second, and the median over
-many cycles, with a distribution-free 95 % confidence interval, is the figure.
+many cycles, with a distribution-free 95 % confidence interval, is the figure. By default
+the requests of a batch run back to back (a saturated server); ``--utilization 0.5`` idles
+after each request as long as it took, so a profiler's work while no request runs (an
+always-on sampler samples idle threads too) counts as well.
 
 The variants, the app and the calibrated view-like work are ``processor_overhead.py``'s
 (its docstring describes them), and two ablations of ours: ``ours_nosample``, rate 1.0 with
@@ -84,8 +87,8 @@ def serve(variant: str) -> None:
         flush()
     print("ready", flush=True)
     for line in sys.stdin:
-        path, count_text = line.split()
-        count = int(count_text)
+        path, count_text, idle_text = line.split()
+        count, idle = int(count_text), float(idle_text)
         environ = environs[path]
         bench._samples["count"] = 0
         latencies = []
@@ -95,7 +98,12 @@ def serve(variant: str) -> None:
         for _ in range(count):
             started = time.perf_counter()
             b"".join(wsgi(dict(environ), start_response))
-            latencies.append(time.perf_counter() - started)
+            latency = time.perf_counter() - started
+            latencies.append(latency)
+            if idle:
+                # Below saturation: the server idles `idle` times as long as it served
+                # (what a profiler does while no request runs is then in the CPU too).
+                time.sleep(latency * idle)
         elapsed = time.perf_counter() - began
         cpu = time.process_time() - cpu_began
         thread_cpu = time.thread_time() - thread_began
@@ -137,9 +145,9 @@ class Worker:
         lines = self.process.stderr.read().strip().splitlines()
         return (lines or ["exited"])[-1][:120]
 
-    def batch(self, path: str, count: int) -> dict[str, Any]:
+    def batch(self, path: str, count: int, idle: float) -> dict[str, Any]:
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(f"{path} {count}\n")
+        self.process.stdin.write(f"{path} {count} {idle}\n")
         self.process.stdin.flush()
         line = self.process.stdout.readline()
         if not line:
@@ -178,7 +186,9 @@ def percentile(values: Sequence[float], share: float) -> float:
 # -- the driver ---------------------------------------------------------------------------
 
 
-def run(variants: Sequence[str], cycles: int, seed: int) -> dict[tuple[str, str], list[dict]]:
+def run(
+    variants: Sequence[str], cycles: int, seed: int, utilization: float
+) -> dict[tuple[str, str], list[dict]]:
     env = {
         **os.environ,
         "PYINSTRUMENT_IGNORE_OVERHEAD_WARNING": "1",
@@ -195,6 +205,7 @@ def run(variants: Sequence[str], cycles: int, seed: int) -> dict[tuple[str, str]
         print(f"  {variant}: did not start: {reason}", file=sys.stderr)
         del workers[variant]
     rng = random.Random(seed)
+    idle = 1 / utilization - 1
     results: dict[tuple[str, str], list[dict]] = {}
     began = time.monotonic()
     try:
@@ -204,7 +215,7 @@ def run(variants: Sequence[str], cycles: int, seed: int) -> dict[tuple[str, str]
                 rng.shuffle(order)
                 for variant in order:
                     results.setdefault((variant, path), []).append(
-                        workers[variant].batch(path, count)
+                        workers[variant].batch(path, count, idle)
                     )
             if cycle % 10 == 9 or cycle == cycles - 1:
                 print(
@@ -281,6 +292,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--variants", help=f"comma-separated subset of {','.join(VARIANTS)} (baselines added)"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the per-cycle order")
+    parser.add_argument(
+        "--utilization",
+        type=float,
+        default=1.0,
+        help="share of the time the server is busy: 1.0 (default) serves requests back to "
+        "back; 0.5 idles after each request as long as it took, and the idle time's CPU "
+        "(a profiler that samples while no request runs) counts too",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -295,8 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         wanted |= {BASELINES[v] for v in wanted if v in BASELINES}
         variants = tuple(v for v in VARIANTS if v in wanted)
     began = time.monotonic()
-    print(f"work: {bench.units_per_ms()} records a millisecond (calibrated, no profiler)")
-    results = run(variants, args.cycles, args.seed)
+    print(
+        f"work: {bench.units_per_ms()} records a millisecond (calibrated, no profiler); "
+        f"server busy {args.utilization:.0%} of the time"
+    )
+    if not 0 < args.utilization <= 1:
+        parser.error("--utilization must be in (0, 1]")
+    results = run(variants, args.cycles, args.seed, args.utilization)
     report(results, variants)
     print(f"\n(total {time.monotonic() - began:.0f} s)")
     return 0

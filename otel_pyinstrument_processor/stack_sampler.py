@@ -12,6 +12,15 @@ name as pyinstrument's ``\\x01c`` attribute), so :func:`tree_builder.tree_from_f
 builds and prunes them unchanged. ``elapsed`` is wall-clock time since the request's previous
 sample, so time spent waiting on I/O shows, as with pyinstrument.
 
+A stack can be read only while this thread holds the GIL, which a computing request thread
+gives up when it blocks or after the interpreter's switch interval: the stack read is often
+not the one of the moment the sample was due. Each sample stands for the thread's state at
+that moment (:func:`thread_state`, from the wait for the GIL and the thread's CPU clock):
+where its stack is, off the CPU there (a ``[wait]`` frame), or computing in code that has
+returned since (a ``[cpu]`` frame under the deepest frame that persisted since the previous
+sample); without this, a CPU burst shorter than the switch interval read as the wait that
+ended it.
+
 The trade-off: the request thread pays only a registration (a few µs), but a request shorter
 than the interval may get no sample at all, and functions shorter than the interval show
 only statistically. Registering and unregistering take no lock in the common case (as
@@ -72,6 +81,9 @@ class SampledRequest:
     # True when the anchor may be span-starting plumbing (the caller of the generator that
     # started the span): the stem then starts at the first frame above it that is not.
     anchor_in_plumbing = False
+    # The frames of the previous sample below the stem, innermost first (see
+    # _under_persisting_frame), held until the next one so that their ids stay theirs.
+    previous_frames: list[types.FrameType] | None = None
     stopped_early = False
     # The sampling thread also aggregates the samples into a tree as it takes them, once
     # the request has run `aggregate_after` seconds (keep-if-slow drops faster ones' trees
@@ -83,13 +95,12 @@ class SampledRequest:
     ended = False
     seen = False
     # The request thread's CPU clock (time.thread_time()) at its start, set on the
-    # request's thread (None: samples are not told apart by CPU use); at the previous
-    # sample, and that clock's id, found by the sampling thread at the first one; and
-    # whether that clock can be read (False once it could not).
+    # request's thread; at the previous sample (None: samples are not told apart by CPU
+    # use, or its clock could not be read), and that clock's id, found by the sampling
+    # thread at the first one.
     cpu_start: float | None = None
     cpu_last: float | None = None
     cpu_clock: int | None = None
-    cpu_readable = True
     deadline: float | None = None  # perf_counter() time at which max_duration is reached
     aggregate_from: float | None = None  # perf_counter() time from which to aggregate
 
@@ -109,7 +120,7 @@ class SampledRequest:
         self.thread_id = thread_id
         self.interval = interval
         if cpu_start is not None:
-            self.cpu_start = cpu_start
+            self.cpu_start = self.cpu_last = cpu_start
         if anchor is not None:
             self.anchor = anchor
         self.started = self.last = self.next_due = started = _perf_counter()
@@ -230,7 +241,7 @@ class StackSampler:
         if request.seen:
             with self._lock:
                 # Held frames get their callers' frame objects made as they return: let go.
-                request.anchor = request.stem_frames = None
+                request.anchor = request.stem_frames = request.previous_frames = None
         else:
             request.anchor = None
         return request.records
@@ -333,7 +344,7 @@ class StackSampler:
             if self._stopping:
                 continue
             try:
-                self._sample()
+                self._sample(time.monotonic() - due)
             except Exception:  # never let the thread die: the next pass may succeed
                 _logger.debug("pystrument: a sampling pass failed", exc_info=True)
 
@@ -349,10 +360,13 @@ class StackSampler:
             if not request.ended:
                 requests[thread_id] = request  # replaces the thread's previous request
 
-    def _sample(self) -> None:
+    def _sample(self, late: float = 0.0) -> None:
+        """One sampling pass; ``late``: seconds between the tick's due time and now (this
+        thread waited that long for the GIL, past its sleep's own oversleep)."""
         read_at = time.perf_counter()
         frames = sys._current_frames()
         now = time.perf_counter()
+        switch = sys.getswitchinterval()
         with self._lock:
             self._take_in()
             requests = self._requests
@@ -378,16 +392,37 @@ class StackSampler:
                 records = request.records
                 if not records:
                     records = request.records = []
-                stack = self._stack(frame, request)
-                elapsed = now - request.last
-                if (
-                    request.cpu_start is not None
-                    and request.cpu_readable
-                    and self._waited(request, thread_id, elapsed)
-                ):
-                    stack.append(WAIT_FRAME)
+                cpu_before = walk_began = walked = None
+                if request.cpu_last is not None:
+                    cpu_before, walk_began = self._cpu(request, thread_id), time.perf_counter()
+                    walked = []
+                stack = self._stack(frame, request, walked)
+                # The sample stands for the request's state when the tick was due (see
+                # thread_state), so it ends there: a tick that waited for the GIL must not
+                # lengthen the running sample and shorten the next one.
+                due_at = now - late
+                if due_at <= request.last:
+                    due_at = now
+                elapsed = due_at - request.last
+                if cpu_before is not None and walk_began is not None:
+                    cpu_after = self._cpu(request, thread_id)
+                    if cpu_after is not None:
+                        state = thread_state(
+                            used=cpu_before - request.cpu_last,  # type: ignore[operator]
+                            late=late,
+                            switch_interval=switch,
+                            walk_cpu=cpu_after - cpu_before,
+                            walk_wall=time.perf_counter() - walk_began,
+                        )
+                        request.cpu_last = cpu_after
+                        if state == WAITING:
+                            stack.append(WAIT_FRAME)
+                        elif state == UNSEEN:
+                            stack = _under_persisting_frame(stack, walked, request.previous_frames)
+                    # Held until the next sample, so that their ids stay theirs.
+                    request.previous_frames = walked
                 records.append((stack, elapsed))
-                request.last = now
+                request.last = due_at
                 # Due again an interval after it was due this time (not after this late
                 # tick, or the thread's next tick, on time, would come too early for it
                 # and be skipped); a request that fell behind is not made up for.
@@ -399,26 +434,27 @@ class StackSampler:
                 self._interval = shortest
 
     @staticmethod
-    def _waited(request: SampledRequest, thread_id: int, elapsed: float) -> bool:
-        """Whether the request's thread spent most of the ``elapsed`` seconds since its
-        previous sample off the CPU (blocked in I/O, a sleep, a lock or the GIL): the
-        thread's own CPU clock, read from here, advanced by less than half of it. A thread
-        sampler sees Python frames only, so without this the wait in a C call (a socket
-        read, ``time.sleep``, a database driver) would read as its caller computing."""
+    def _cpu(request: SampledRequest, thread_id: int) -> float | None:
+        """The request thread's CPU clock now, read from this thread (~1 µs); None, and no
+        more reads for this request, when it cannot be read (the thread is gone, or no
+        such clock here)."""
         try:
             clock = request.cpu_clock
             if clock is None:
                 clock = request.cpu_clock = time.pthread_getcpuclockid(thread_id)
-            cpu = time.clock_gettime(clock)
-        except (OSError, AttributeError, OverflowError):  # gone, or no such clock here
-            request.cpu_readable = False
-            return False
-        last = request.cpu_last
-        used = cpu - (request.cpu_start if last is None else last)  # type: ignore[operator]
-        request.cpu_last = cpu
-        return used < 0.5 * elapsed
+            return time.clock_gettime(clock)
+        except (OSError, AttributeError, OverflowError):
+            request.cpu_last = None
+            return None
 
-    def _stack(self, frame: types.FrameType | None, request: SampledRequest) -> list[str]:
+    def _stack(
+        self,
+        frame: types.FrameType | None,
+        request: SampledRequest,
+        walked: list[types.FrameType] | None = None,
+    ) -> list[str]:
+        """The identifiers of ``frame``'s stack, root first; the frames walked below the
+        stem (innermost first) are appended to ``walked`` when given."""
         stack: list[str] = []
         codes = self._codes
         stem = request.stem_frames
@@ -432,6 +468,8 @@ class StackSampler:
                 return request.start_call_stack[: known[1] + 1] + stack
             entry = codes.get(id(frame.f_code))
             stack.append(self._identifier(frame.f_code) if entry is None else entry[1])
+            if walked is not None:
+                walked.append(frame)
             frame = frame.f_back
         stack.reverse()
         return stack
@@ -574,6 +612,67 @@ def frame_identifier(code: types.CodeType) -> str:
         identifier += f"{ATTRIBUTES_SEP}{ATTRIBUTE_MARKER_CLASS_NAME}{owner}"
     return identifier
 
+
+RUNNING, WAITING, UNSEEN = "running", "waiting", "unseen"
+_FREE_GIL_LATENESS = 0.0004  # a tick this late or less found the GIL free (oversleep ~0.16 ms)
+
+
+def thread_state(
+    *, used: float, late: float, switch_interval: float, walk_cpu: float, walk_wall: float
+) -> str:
+    """What a sampled request's thread was doing when the sampling tick was due:
+    :data:`RUNNING` (where its stack is now), :data:`WAITING` (off the CPU in the call its
+    stack is in now: I/O, a sleep, a lock, the GIL) or :data:`UNSEEN` (computing in code
+    that has returned since, before it blocked in the call its stack is in now).
+
+    The sampling thread reads a stack only once it holds the GIL, and a thread running
+    Python code gives the GIL up only when it blocks or after the interpreter's switch
+    interval. So the stack is read when the tick was due only if no thread held the GIL
+    then; otherwise at the holder's next blocking call (or switch interval), and whatever
+    it ran from the due time until then is not on the stack. Taking the stack as the state
+    at the due time would put a CPU burst shorter than the switch interval into the wait
+    that ends it (a view computing 3 ms between 2 ms queries read as 100 % waiting).
+
+    ``late``: seconds from the tick's due time to the GIL being taken (over a sleep's own
+    oversleep: someone held the GIL); ``used``: the thread's CPU seconds since its
+    previous sample; ``walk_cpu`` / ``walk_wall``: its CPU and the wall time while its
+    stack was being read (the GIL held here: a thread computing meanwhile runs C code
+    without the GIL)."""
+    if late < _FREE_GIL_LATENESS:
+        # Nobody held the GIL when the tick was due: the thread was not running Python.
+        return RUNNING if walk_cpu > 0.3 * walk_wall else WAITING
+    if used < 0.5 * late:
+        return WAITING  # another thread held the GIL; this one was mostly off the CPU
+    if late >= 0.9 * switch_interval:
+        return RUNNING  # computing until the switch interval took the GIL from it
+    return UNSEEN  # it computed from the due time on, then blocked where it is now
+
+
+def _under_persisting_frame(
+    stack: list[str],
+    walked: list[types.FrameType] | None,
+    previous: list[types.FrameType] | None,
+) -> list[str]:
+    """``stack`` cut below its deepest frame that was on the previous sample's stack too
+    (the stem's top frame if none was), ending in :data:`CPU_FRAME`: the thread computed,
+    from the tick's due time on, in code that has returned since, and all it ran since
+    the previous sample ran under that frame. ``walked``: ``stack``'s frames below the
+    stem, innermost first; ``previous``: the previous sample's."""
+    depth = 0
+    if walked:
+        held = {id(frame) for frame in previous} if previous else set()
+        for depth, frame in enumerate(walked):  # noqa: B007 (depth is used after)
+            if id(frame) in held:
+                break
+        else:
+            depth = len(walked)
+    return [*stack[: len(stack) - depth], CPU_FRAME]
+
+
+# A sample's last frame when its thread computed, from the tick's due time on, in code that
+# had returned by the time its stack could be read (see thread_state): the time is its
+# caller's, spent in code the sampler did not see. Named like WAIT_FRAME.
+CPU_FRAME = f"[cpu]{IDENTIFIER_SEP}<built-in>{IDENTIFIER_SEP}0"
 
 # The frame a sample ends in when the thread was mostly off the CPU since the previous
 # one; named like pyinstrument's own pseudo-frames ([await], [out-of-context]), filed as

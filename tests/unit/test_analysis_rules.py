@@ -200,3 +200,17 @@ def test_a_wait_seen_by_the_sampling_thread_is_io_not_computation():
     (finding,) = [b for b in out.results["bottleneck_analysis"] if b["function"] == "fetch_rates"]
     assert finding["type"] == "io"
     assert "blocking I/O" in finding["description"]
+
+
+def test_cpu_the_sampling_thread_did_not_see_is_computation_of_its_caller():
+    # profiler_mode sampler: CPU bursts shorter than the GIL switch interval, before a wait,
+    # come as a [cpu] child of the deepest frame that persisted (stack_sampler.CPU_FRAME).
+    cpu = CallTreeNode("[cpu]", "<built-in>", 0, 0.6, 0.6, 60)
+    wait = CallTreeNode("[wait]", "<built-in>", 0, 0.3, 0.3, 30)
+    fetch = CallTreeNode("fetch_rates", APP, 20, 0.3, 0.0, 30, [wait])
+    render = CallTreeNode("render_report", APP, 12, 0.9, 0.0, 90, [cpu, fetch])
+    root = CallTreeNode("handler", APP, 3, 1.0, 0.1, 100, [render])
+    inp = AnalysisInput(_record("opentelemetry.instrumentation.flask"), root, [], threshold=0.5)
+    found = BuiltinAnalyzer().analyze(inp).results["bottleneck_analysis"]
+    (finding,) = [b for b in found if b["function"] == "render_report"]
+    assert finding["type"] == "computation"

@@ -28,9 +28,15 @@ from otel_pyinstrument_processor import processor as processor_module
 from otel_pyinstrument_processor.active_profile import ProfileModes, StoppedProfile
 from otel_pyinstrument_processor.profile_attributes import ProfileAttributes
 from otel_pyinstrument_processor.stack_sampler import (
+    CPU_FRAME,
+    RUNNING,
+    UNSEEN,
+    WAIT_FRAME,
+    WAITING,
     StackSampler,
     frame_identifier,
     shared_sampler,
+    thread_state,
 )
 from tests.unit.test_processor import (
     Harness,
@@ -639,3 +645,61 @@ def test_sampled_requests_with_either_end_hook_and_shutdown(
         assert h.processor._active == {}
     finally:
         h.provider.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("used", "late", "walk_cpu", "expected"),
+    [
+        # The GIL was free when the tick was due: blocked, unless it computes without it.
+        (0.006, 0.0001, 0.0, WAITING),
+        (0.006, 0.0001, 0.00004, RUNNING),
+        # Someone held the GIL from the due time on, not this thread (it used little CPU).
+        (0.0005, 0.003, 0.0, WAITING),
+        # This thread held it for the whole switch interval: computing where it is now.
+        (0.009, 0.0051, 0.0, RUNNING),
+        # This thread computed from the due time on, then blocked: in code not on its stack.
+        (0.006, 0.002, 0.0, UNSEEN),
+    ],
+)
+def test_the_state_at_the_tick_is_told_from_lateness_and_the_cpu_clock(
+    used: float, late: float, walk_cpu: float, expected: str
+) -> None:
+    state = thread_state(
+        used=used, late=late, switch_interval=0.005, walk_cpu=walk_cpu, walk_wall=0.0001
+    )
+    assert state == expected
+
+
+def bursts_then_waits(rng: random.Random, bursts: int) -> None:
+    for _ in range(bursts):
+        end = time.thread_time() + 0.003 * (0.5 + rng.random())
+        while time.thread_time() < end:
+            pass
+        time.sleep(0.002 * (0.5 + rng.random()))
+
+
+def test_cpu_bursts_shorter_than_the_switch_interval_are_not_read_as_waiting() -> None:
+    # A request computing ~3 ms between ~2 ms waits (~60 % computing). The sampling thread
+    # gets the GIL only when the request blocks, so each sample's stack is a wait; before
+    # the sample stood for the state when its tick was due, the tree read 0 % computing.
+    sampler = StackSampler()
+    rng = random.Random(3)
+    records: list[tuple[list[str], float]] = []
+    try:
+        for _ in range(4):
+            request = sampler.begin(sampler, 0.01, sys._getframe(), cpu_start=time.thread_time())
+            bursts_then_waits(rng, 25)
+            records += sampler.end(request)
+    finally:
+        sampler.release(sampler)
+    total = sum(elapsed for _, elapsed in records)
+    computing = sum(elapsed for stack, elapsed in records if stack[-1] != WAIT_FRAME)
+    unseen = sum(elapsed for stack, elapsed in records if stack[-1] == CPU_FRAME)
+    assert len(records) >= 20
+    # The [cpu] frame stands under the deepest frame that was on the stack at the previous
+    # sample too (at a request's first sample: the frame that began it).
+    parents = [stack[-2].split("\x00")[0] for stack, _ in records if stack[-1] == CPU_FRAME]
+    assert set(parents) <= {"bursts_then_waits", sys._getframe().f_code.co_name}
+    assert parents.count("bursts_then_waits") >= len(parents) - 4
+    assert unseen > 0
+    assert 0.25 * total < computing < 0.95 * total, (computing, total)
