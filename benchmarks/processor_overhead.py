@@ -762,8 +762,8 @@ def no_sample_steps(rounds: int = 7) -> dict[str, float]:
     replaced by patching the processor's modules; each is restored before the next.
     """
     from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import SpanKind
+    from sampler_request_ab import ATTRIBUTES, tracer_with
 
     import otel_pyinstrument_processor.active_profile as active_profile
     import otel_pyinstrument_processor.processor as processor_module
@@ -772,24 +772,7 @@ def no_sample_steps(rounds: int = 7) -> dict[str, float]:
     from otel_pyinstrument_processor import PyinstrumentSpanProcessor
 
     # What the Flask instrumentation puts on a SERVER span, roughly.
-    attributes = {
-        "url.path": "/api/x",
-        "url.scheme": "http",
-        "http.request.method": "GET",
-        "http.route": "/api/x",
-        "server.address": "localhost",
-        "server.port": 80,
-        "client.address": "127.0.0.1",
-        "network.peer.address": "127.0.0.1",
-        "network.protocol.version": "1.1",
-        "user_agent.original": "bench",
-    }
-
-    def tracer_with(*processors: Any) -> Any:
-        provider = TracerProvider()
-        for processor in processors:
-            provider.add_span_processor(processor)
-        return provider.get_tracer("bench")
+    attributes = ATTRIBUTES
 
     processor = PyinstrumentSpanProcessor(
         sampling_rate=1.0, profiler_mode="sampler", sampler_interval=10.0

@@ -2,11 +2,11 @@
 against this checkout, in one process, interleaved.
 
 The earlier revision's ``otel_pyinstrument_processor`` is taken with ``git archive`` into a
-temporary directory and imported first; its modules are then set aside and this checkout's
-package is imported (each module keeps the objects it imported, so both work side by side,
-each with its own sampling thread). Three tracers, OTel alone and OTel + each revision's
-processor (``profiler_mode="sampler"``), serve the same requests, interleaved, best of N
-rounds (CPU time of the request's thread):
+temporary directory and imported first (``tree_encoding_ab.load_revision``); its modules
+are then set aside and this checkout's package is imported (each module keeps the objects
+it imported, so both work side by side, each with its own sampling thread). Three tracers,
+OTel alone and OTel + each revision's processor (``profiler_mode="sampler"``), serve the
+same requests, interleaved, best of N rounds (CPU time of the request's thread):
 
 - ``no sample``: a request the sampling thread never samples (it ticks every 10 s), the
   span started with ``start_as_current_span`` and, as the Flask, WSGI and Django
@@ -28,18 +28,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import io
-import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import ModuleType
 from typing import Any
 
-PACKAGE = "otel_pyinstrument_processor"
+from tree_encoding_ab import PACKAGE, load_revision
+
 _NO_TICK = 10.0  # the sampling thread's interval: it never ticks during a request
 
 # What the Flask instrumentation puts on a SERVER span, roughly.
@@ -55,28 +52,6 @@ ATTRIBUTES = {
     "network.protocol.version": "1.1",
     "user_agent.original": "bench",
 }
-
-
-def load_revision(revision: str, into: str) -> tuple[ModuleType, ModuleType]:
-    """The processor package of ``revision`` and its ``stack_sampler`` module, imported
-    from ``into``, then set aside."""
-    archive = subprocess.run(
-        ["git", "archive", revision, PACKAGE], check=True, capture_output=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
-            tar.extractall(into, filter="data")
-        else:
-            tar.extractall(into)  # this repository's own archive
-    sys.path.insert(0, into)
-    try:
-        package = importlib.import_module(PACKAGE)
-        stack_sampler = importlib.import_module(f"{PACKAGE}.stack_sampler")
-    finally:
-        sys.path.remove(into)
-        for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
-            del sys.modules[name]
-    return package, stack_sampler
 
 
 class _NoPass:
@@ -197,8 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     driver = PassDriver()
     with tempfile.TemporaryDirectory() as directory:
+        before = load_revision(args.before, directory, ("stack_sampler",))
         revisions = {
-            "before": load_revision(args.before, directory),
+            "before": (before[""], before["stack_sampler"]),
             "after": (
                 importlib.import_module(PACKAGE),
                 importlib.import_module(f"{PACKAGE}.stack_sampler"),
