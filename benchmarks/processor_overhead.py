@@ -720,7 +720,7 @@ def driven_sample_costs(rounds: int = 7) -> dict[str, float]:
     sampler = shared_sampler()
     # The thread ticks at its requests' 10 s (no random first offset, StackSampler.add);
     # a tick it had planned at the old interval passes during the pause.
-    sampler._interval = 10.0
+    interval, sampler._interval = sampler._interval, 10.0
     time.sleep(0.05)
     processor = PyinstrumentSpanProcessor(
         sampling_rate=1.0, profiler_mode="sampler", sampler_interval=10.0
@@ -743,6 +743,7 @@ def driven_sample_costs(rounds: int = 7) -> dict[str, float]:
     finally:
         processor.shutdown()
         driver.stop()
+        sampler._interval = interval
     extra = {name: best["ours", name] - best["otel", name] for name in names}
     return {
         "sampler_handoff_fixed_us": extra["no sample, 1 hand-off"],

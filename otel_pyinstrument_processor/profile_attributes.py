@@ -40,6 +40,8 @@ class ProfileAttributes:
         self._min_share = min_share
         self._slow_threshold = slow_threshold
         self._track_memory = track_memory
+        # _add_more has something to do for every profile (else only for some: a call less).
+        self._more_always = track_memory or slow_threshold > 0
         self._stats = stats
         self._count_empty = stats.counter("profiles_empty")
         self._log = log
@@ -68,7 +70,9 @@ class ProfileAttributes:
             attributes[attrs.PROFILE_DURATION] = profile.duration
         if profile.cpu_time is not None:
             attributes[attrs.CPU_TIME] = profile.cpu_time
-        if self._add_more(attributes, profile.duration, profile.stopped_early, metrics):
+        if (metrics.counted or profile.stopped_early or self._more_always) and self._add_more(
+            attributes, profile.duration, profile.stopped_early, metrics
+        ):
             return attributes  # keep-if-slow: the metrics stay, the tree is never built
         if not records and not worker_records:
             self._count_empty()
@@ -154,8 +158,8 @@ class ProfileAttributes:
         attributes: dict[str, Any] = {attrs.PROFILE_SAMPLE_COUNT: 0}
         if cpu_time is not None:
             attributes[attrs.CPU_TIME] = cpu_time
-        if (metrics.counted or stopped_early or self._track_memory or self._slow_threshold) and (
-            self._add_more(attributes, time.perf_counter() - started, stopped_early, metrics)
+        if (metrics.counted or stopped_early or self._more_always) and self._add_more(
+            attributes, time.perf_counter() - started, stopped_early, metrics
         ):
             return attributes
         self._count_empty()

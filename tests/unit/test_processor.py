@@ -509,11 +509,19 @@ def test_stopped_profiles_have_every_field(monkeypatch: pytest.MonkeyPatch) -> N
             return made[-1]
 
         monkeypatch.setattr(ProfileModes, name, keep)
+    from otel_pyinstrument_processor.stack_sampler import shared_sampler
+
     for mode in ("pyinstrument", "sampler"):
         h = Harness(PyinstrumentSpanProcessor(profiler_mode=mode, sampler_interval=0.005))
         try:
             with h.tracer.start_as_current_span("req", kind=SpanKind.SERVER):
                 busy_alpha()
+                # On until sampled (a loaded machine can keep the sampling thread away).
+                request = shared_sampler().request_on(threading.get_ident())
+                give_up = time.monotonic() + 10.0
+                while request is not None and not request.records:
+                    if time.monotonic() > give_up:
+                        break
         finally:
             h.provider.shutdown()
     assert len(made) == 2

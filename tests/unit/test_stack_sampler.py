@@ -531,7 +531,7 @@ def run_one_sample_requests(h: Harness, count: int) -> list[ReadableSpan]:
     sampling pass once while the request waits for it (the processor's own thread ticks
     every 10 s, at its requests' interval from the start: no random first offset)."""
     sampler = shared_sampler()
-    sampler._interval = 10.0
+    interval, sampler._interval = sampler._interval, 10.0
     asked, done = threading.Event(), threading.Event()
 
     def helper() -> None:
@@ -543,12 +543,15 @@ def run_one_sample_requests(h: Harness, count: int) -> list[ReadableSpan]:
 
     thread = threading.Thread(target=helper)
     thread.start()
-    for _ in range(count):
-        with h.tracer.start_as_current_span("GET /one", kind=SpanKind.SERVER):
-            done.clear()
-            asked.set()
-            done.wait()
-    thread.join(timeout=10)
+    try:
+        for _ in range(count):
+            with h.tracer.start_as_current_span("GET /one", kind=SpanKind.SERVER):
+                done.clear()
+                asked.set()
+                done.wait()
+    finally:
+        thread.join(timeout=10)
+        sampler._interval = interval  # the next tests' requests are sampled on time
     return [s for s in h.exporter.get_finished_spans() if s.name == "GET /one"]
 
 
