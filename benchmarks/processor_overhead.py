@@ -45,7 +45,8 @@ Two parts, both printed as ratios:
    at rate 0 against the same span with OTel alone; one profiled span's start + stop + build
    + prune + encode with an almost empty body (also under ~30 more frames, as in a web
    server); the pyinstrument mode's per-sample aggregation and its finish + prune + encode
-   of a realistic ~20-40 sample request alone.
+   of a realistic ~20-40 sample request alone; sampler-mode requests with exactly 0, 1 or
+   2 samples, the sampling pass run on demand by a helper thread (``driven_sample_costs``).
 
 3. ``--steps`` only: where a sampler-mode profiled request that gets no sample spends its
    CPU, one step at a time replaced by a no-op (an ablation; see ``no_sample_steps``).
@@ -699,7 +700,58 @@ def fixed_costs() -> dict[str, float]:
         + results["hook_aggregate_us"]
         + results["build_prune_encode_us"]
     )
+    results.update(driven_sample_costs())
     return results
+
+
+def driven_sample_costs(rounds: int = 7) -> dict[str, float]:
+    """A sampler-mode request with exactly 0, 1 or 2 samples (most sampled requests of a
+    1-2 ms endpoint have one): a helper thread runs the sampling pass on demand, so no
+    timer decides the count (sampler_request_ab.py's requests, this checkout only). µs of
+    the request thread's CPU around the span's start and its end, over OTel alone with as
+    many hand-offs to the helper: each hand-off leaves the request's caches cold for its
+    end, as a sampling pass does. ``sampler_1_sample_tree_us`` is the tree's own cost,
+    over a request without a sample after the same hand-off."""
+    from sampler_request_ab import PassDriver, requests_of, tracer_with
+
+    from otel_pyinstrument_processor import PyinstrumentSpanProcessor
+    from otel_pyinstrument_processor.stack_sampler import shared_sampler
+
+    sampler = shared_sampler()
+    # The thread ticks at its requests' 10 s (no random first offset, StackSampler.add);
+    # a tick it had planned at the old interval passes during the pause.
+    interval, sampler._interval = sampler._interval, 10.0
+    time.sleep(0.05)
+    processor = PyinstrumentSpanProcessor(
+        sampling_rate=1.0, profiler_mode="sampler", sampler_interval=10.0
+    )
+    driver = PassDriver()
+    names = ("no sample, 1 hand-off", "1 sample", "2 samples")
+    sides = {
+        "otel": requests_of(tracer_with(), None, driver),
+        "ours": requests_of(tracer_with(processor), sampler, driver),
+    }
+    best = {(side, name): float("inf") for side in sides for name in names}
+    try:
+        for requests in sides.values():  # warm up
+            for name in names:
+                requests[name]()
+        for _ in range(rounds):
+            for side, requests in sides.items():
+                for name in names:
+                    best[side, name] = min(best[side, name], requests[name]())
+    finally:
+        processor.shutdown()
+        driver.stop()
+        sampler._interval = interval
+    extra = {name: best["ours", name] - best["otel", name] for name in names}
+    return {
+        "sampler_handoff_fixed_us": extra["no sample, 1 hand-off"],
+        "sampler_1_sample_fixed_us": extra["1 sample"],
+        "sampler_2_samples_fixed_us": extra["2 samples"],
+        "sampler_1_sample_tree_us": extra["1 sample"] - extra["no sample, 1 hand-off"],
+        "sampler_2_samples_tree_us": extra["2 samples"] - extra["no sample, 1 hand-off"],
+    }
 
 
 def no_sample_steps(rounds: int = 7) -> dict[str, float]:
@@ -711,35 +763,17 @@ def no_sample_steps(rounds: int = 7) -> dict[str, float]:
     replaced by patching the processor's modules; each is restored before the next.
     """
     from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import SpanKind
+    from sampler_request_ab import ATTRIBUTES, tracer_with
 
     import otel_pyinstrument_processor.active_profile as active_profile
     import otel_pyinstrument_processor.processor as processor_module
-    import otel_pyinstrument_processor.processor_stats as processor_stats
     import otel_pyinstrument_processor.request_profile as request_profile
     import otel_pyinstrument_processor.stack_sampler as stack_sampler
     from otel_pyinstrument_processor import PyinstrumentSpanProcessor
 
     # What the Flask instrumentation puts on a SERVER span, roughly.
-    attributes = {
-        "url.path": "/api/x",
-        "url.scheme": "http",
-        "http.request.method": "GET",
-        "http.route": "/api/x",
-        "server.address": "localhost",
-        "server.port": 80,
-        "client.address": "127.0.0.1",
-        "network.peer.address": "127.0.0.1",
-        "network.protocol.version": "1.1",
-        "user_agent.original": "bench",
-    }
-
-    def tracer_with(*processors: Any) -> Any:
-        provider = TracerProvider()
-        for processor in processors:
-            provider.add_span_processor(processor)
-        return provider.get_tracer("bench")
+    attributes = ATTRIBUTES
 
     processor = PyinstrumentSpanProcessor(
         sampling_rate=1.0, profiler_mode="sampler", sampler_interval=10.0
@@ -774,7 +808,6 @@ def no_sample_steps(rounds: int = 7) -> dict[str, float]:
     profiled_tracer = tracer_with(processor)
     plain_instrumented = instrumented_request(tracer_with())
     profiled_instrumented = instrumented_request(profiled_tracer)
-    unsampled = stack_sampler.SampledRequest(0, None, None)
 
     class NoThreadClock:
         thread_time = staticmethod(lambda: 0.0)
@@ -788,17 +821,23 @@ def no_sample_steps(rounds: int = 7) -> dict[str, float]:
 
     removals: dict[str, list[tuple[Any, str, Any]]] = {
         "whole": [],
-        "stem anchor (frames looked at)": [(stack_sampler, "_stem_anchor", lambda caller: None)],
-        "sampler begin + end (anchor included)": [
-            (stack_sampler.StackSampler, "begin", lambda self, *a, **k: unsampled),
+        "stem anchor (frames looked at)": [
+            (active_profile, "anchor_at_span_start", lambda request, depth: None)
+        ],
+        "sampler add + end (anchor excluded)": [
+            (stack_sampler.StackSampler, "add", lambda self, user, request: None),
             (stack_sampler.StackSampler, "end", lambda self, request: []),
         ],
         "attach (header check + 2 attributes)": [
-            (processor_module.PyinstrumentSpanProcessor, "_attach", lambda self, s, a: None)
+            (processor_module, "write_ending_attributes", lambda span, a, key: True)
         ],
-        "thread CPU clock, 2 reads": [(active_profile, "time", NoThreadClock)],
+        "thread CPU clock, 2 reads": [
+            (active_profile, "time", NoThreadClock),
+            (processor_module, "thread_time", lambda: 0.0),
+        ],
         "stats counters, 2": [
-            (processor_stats.ProcessorStats, "increment", lambda self, counter: None)
+            (processor, "_count_started", lambda: 0),
+            (processor._profile_attributes, "_count_empty", lambda: 0),
         ],
         "context marker set + reset": [(processor_module, "current_profile", NoMarker)],
     }

@@ -39,8 +39,11 @@ PACKAGE = "otel_pyinstrument_processor"
 _MODULES = ("active_profile", "processor_stats", "profile_attributes", "request_metrics")
 
 
-def load_revision(revision: str, into: str) -> dict[str, ModuleType]:
-    """The processor package of ``revision`` imported from ``into``, then set aside."""
+def load_revision(
+    revision: str, into: str, names: tuple[str, ...] = (*_MODULES, "tree_builder")
+) -> dict[str, ModuleType]:
+    """The modules ``names`` of the processor package of ``revision`` (and the package
+    itself, as ``""``), imported from ``into``, then set aside."""
     archive = subprocess.run(
         ["git", "archive", revision, PACKAGE], check=True, capture_output=True
     ).stdout
@@ -51,8 +54,8 @@ def load_revision(revision: str, into: str) -> dict[str, ModuleType]:
             tar.extractall(into)  # this repository's own archive
     sys.path.insert(0, into)
     try:
-        modules = {name: importlib.import_module(f"{PACKAGE}.{name}") for name in _MODULES}
-        modules["tree_builder"] = importlib.import_module(f"{PACKAGE}.tree_builder")
+        modules = {name: importlib.import_module(f"{PACKAGE}.{name}") for name in names}
+        modules[""] = importlib.import_module(PACKAGE)
     finally:
         sys.path.remove(into)
         for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:

@@ -5,7 +5,10 @@ request's thread (``"pyinstrument"``), or the process's sampling thread (stack_s
 which reads the request thread's stack every ``sampler_interval`` (``"sampler"``); asyncio
 requests always use pyinstrument's strict async mode, because a thread sampler cannot
 attribute coroutines. Either way, stopping yields a :class:`StoppedProfile`: frame records
-in pyinstrument's format, which :mod:`profile_attributes` turns into span attributes.
+in pyinstrument's format, which :mod:`profile_attributes` turns into span attributes (a
+sampled request without a sample, the most common kind, goes straight to its attributes).
+A pyinstrument-mode profile is an :class:`ActiveProfile`; a sampled one a
+:class:`SampledProfile`, which is also the sampling thread's record of the request.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import threading
 import time
 import types
+from collections.abc import Callable, Sequence
 from contextvars import Token
 from typing import Any, NamedTuple
 
@@ -23,52 +27,88 @@ from pyinstrument.session import Session
 from pyinstrument.stack_sampler import timing_overhead
 
 from otel_pyinstrument_processor.hook_profile import HookProfile
-from otel_pyinstrument_processor.request_metrics import RequestMetrics
 from otel_pyinstrument_processor.request_profile import ProfileMarker
-from otel_pyinstrument_processor.stack_sampler import SampledRequest, StackSampler, shared_sampler
+from otel_pyinstrument_processor.stack_sampler import (
+    SampledRequest,
+    StackSampler,
+    anchor_at_span_start,
+    shared_sampler,
+)
 from otel_pyinstrument_processor.tree_builder import StackAggregator
+from otel_pyinstrument_processor.wire import EncodedProfile
 
 _logger = logging.getLogger(__name__)
 
 _SLOW_TIMER_SECONDS = 300e-9  # pyinstrument's own threshold for warning about the timer
+_new_tuple = tuple.__new__
+FirstSampleEncoder = Callable[[tuple[list[str], float], Sequence[str]], EncodedProfile | None]
+"""Encodes the tree of one sample ``(stack, elapsed)`` under a start call stack, or None."""
 
 
 class ActiveProfile:
-    """A running profile and the span it belongs to."""
+    """A running profile on pyinstrument's per-call hook and the span it belongs to."""
 
     __slots__ = (
         "cpu_start",
         "discard",
-        "finished",
         "marker",
-        "metrics",
         "previous_end",
         "profiler",
-        "sampled",
         "span",
         "thread_id",
         "token",
     )
 
-    def __init__(self, span: Span, metrics: RequestMetrics, marker: ProfileMarker) -> None:
+    def __init__(self, span: Span, marker: ProfileMarker, profiler: HookProfile) -> None:
         self.span = span
-        self.profiler: HookProfile | None = None  # set in pyinstrument mode
-        self.sampled: SampledRequest | None = None  # set in sampler mode
-        self.metrics = metrics
+        self.profiler: HookProfile | None = profiler
         self.thread_id = marker.thread_id
         self.cpu_start = time.thread_time()
-        self.finished = False  # set under the processor's lock
         self.discard = False  # set by shutdown: stop the profiler, attach nothing
         self.previous_end: Any = None
         self.marker = marker
         self.token: Token[ProfileMarker | None] | None = None
 
 
+class SampledProfile(SampledRequest):
+    """A running profile on the sampling thread and the span it belongs to: one object is
+    both the request the sampling thread samples and the processor's record of it (the
+    fields of :class:`ActiveProfile`), so that a profiled request makes one object, not
+    two. Made by :meth:`ProfileModes.start_sampled`, which sets ``span`` and ``marker``;
+    the rarely set fields are class-level defaults (see :class:`SampledRequest`)."""
+
+    span: Span
+    marker: ProfileMarker
+    profiler: HookProfile | None = None
+    discard = False  # set by shutdown: stop sampling, attach nothing
+    previous_end: Any = None
+    token: Token[ProfileMarker | None] | None = None
+    # The processor's encoder of a one-sample tree (see took_sample), and what it made.
+    encode_first: FirstSampleEncoder | None = None
+    first_tree: EncodedProfile | None = None
+
+    def took_sample(self, records: Sequence[tuple[list[str], float]]) -> None:
+        """At the first sample, encode the tree the request will carry if it gets no
+        other (most sampled requests of a fast endpoint), on the sampling thread rather
+        than at the request's end; at the next, aggregate as usual (the samples so far
+        included). Where the encoder cannot (a stack seen for the first time, a tree it
+        hands to the full path), aggregate as usual."""
+        encode = self.encode_first
+        if len(records) == 1 and encode is not None:
+            try:
+                self.first_tree = encode(records[0], self.start_call_stack)
+            except Exception:  # never fail the sampling pass: the request's end will do it
+                _logger.debug("pystrument: could not encode a first sample", exc_info=True)
+            if self.first_tree is not None:
+                return
+        SampledRequest.took_sample(self, records)
+
+
 class StoppedProfile(NamedTuple):
     """What a stopped profile yields: samples (stack root first, seconds) and their context."""
 
-    records: list[tuple[list[str], float]]
-    start_call_stack: list[str]
+    records: Sequence[tuple[list[str], float]]
+    start_call_stack: Sequence[str]
     """The frame that started the profile and its callers, root first (trims the stem)."""
     duration: float
     interval: float
@@ -79,6 +119,10 @@ class StoppedProfile(NamedTuple):
     aggregator: StackAggregator | None = None
     """The records already aggregated (the first ``aggregator.samples`` of them) by the
     sampling thread or, in pyinstrument mode, by the call hook as the samples came."""
+    first_tree: EncodedProfile | None = None
+    """The tree of the first record alone, encoded by the sampling thread as it took it
+    (under at most the processor's ``max_profile_bytes``): the tree when it is the only
+    record, there are no worker records, and the span's limits allow it."""
 
 
 class ProfileModes:
@@ -100,40 +144,29 @@ class ProfileModes:
         self.interval = interval
         self.sampler_interval = sampler_interval
         self.max_duration = max_duration or None
+        self.encode_first_sample: FirstSampleEncoder | None = None
+        """Set by the processor: encodes the tree of a sampled profile's first sample on
+        the sampling thread (see :meth:`SampledProfile.took_sample`)."""
         self._use_timing_thread = use_timing_thread
         self._sampler_used = False
-        self._shared_sampler: StackSampler | None = None
+        self.sampler: StackSampler | None = None
+        """The process's sampling thread, once this processor has used it."""
         self._sys_prefixes: tuple[str, ...] | None = None
         self._lock = threading.Lock()
         # Profiles whose span ended on another thread: pyinstrument's sampler can only be
         # unsubscribed on its own thread, so they are stopped at that thread's next span.
         self._orphans: dict[int, list[HookProfile]] = {}
+        self.has_orphans = False
+        """True while some thread has a profiler left to stop (see :meth:`reap_orphans`);
+        a plain attribute, read before every span."""
 
-    @property
-    def has_orphans(self) -> bool:
-        """True while some thread has a profiler left to stop (see :meth:`reap_orphans`)."""
-        return bool(self._orphans)
-
-    def start(
-        self, span: Span, caller: types.FrameType, metrics: RequestMetrics, marker: ProfileMarker
-    ) -> ActiveProfile:
-        """Start profiling the calling thread (or its asyncio task) for ``span``; ``caller``
-        is the frame that starts the profile (its callers are the tree's stem). In
-        pyinstrument mode the profile is made but takes no sample until :meth:`subscribe`,
-        so that the caller can do its own bookkeeping first, outside the per-call hook."""
+    def start(self, span: Span, caller: types.FrameType, marker: ProfileMarker) -> ActiveProfile:
+        """Make a pyinstrument profile of the calling thread (or its asyncio task) for
+        ``span``; ``caller`` is the frame that starts the profile (its callers are the
+        tree's stem). It takes no sample until :meth:`subscribe`, so that the caller can do
+        its own bookkeeping first, outside the per-call hook. (The sampling thread's
+        profiles are started by :meth:`start_sampled`.)"""
         in_event_loop = asyncio._get_running_loop() is not None
-        state = ActiveProfile(span, metrics, marker)
-        if self.mode == "sampler" and not in_event_loop:
-            self._sampler_used = True
-            state.sampled = (self._shared_sampler or self._sampler()).begin(
-                self,
-                self.sampler_interval,
-                caller,
-                self.max_duration,
-                self.slow_threshold,
-                state.cpu_start,
-            )
-            return state
         profile = HookProfile(
             interval=self.interval,
             # Outside an event loop a profile samples only the OS thread it started on (what
@@ -149,7 +182,32 @@ class ProfileModes:
             aggregate_after=self.slow_threshold,
         )
         marker.use_timing_thread = profile.use_timing_thread
-        state.profiler = profile
+        return ActiveProfile(span, marker, profile)
+
+    def start_sampled(self, span: Span, marker: ProfileMarker) -> SampledProfile:
+        """Have the sampling thread sample the calling thread for ``span`` from now on.
+        Called from the processor's ``on_start`` through one more frame (the stem of the
+        tree is found from there, see :func:`~stack_sampler.anchor_at_span_start`). Only in
+        sampler mode, outside an asyncio event loop (a thread sampler cannot attribute
+        coroutines: :meth:`start` there)."""
+        state = SampledProfile(
+            marker.thread_id,
+            None,
+            self.max_duration,
+            self.slow_threshold,
+            self.sampler_interval,
+            time.thread_time(),
+        )
+        # (Set here rather than in an __init__ of its own: a call less per request.)
+        state.span = span
+        state.marker = marker
+        if self.encode_first_sample is not None:
+            state.encode_first = self.encode_first_sample
+        # This frame, the processor's, on_start, then its caller: the SDK's.
+        anchor_at_span_start(state, 3)
+        (self.sampler or self._sampler()).add(self, state)
+        if not self._sampler_used:
+            self._sampler_used = True
         return state
 
     def subscribe(self, state: ActiveProfile, caller: types.FrameType) -> None:
@@ -161,38 +219,23 @@ class ProfileModes:
             profile.start(caller)
 
     def stop(self, state: ActiveProfile) -> StoppedProfile | None:
-        """Stop ``state``'s profile and return its samples. None when a pyinstrument profile
-        ends on another thread than it started on: its profiler is stopped at that thread's
-        next span (:meth:`reap_orphans`) and its samples are lost."""
-        on_thread = threading.get_ident() == state.thread_id
-        sampled = state.sampled
-        if sampled is not None:
-            # The sampler's records can be taken from any thread. (_make: a NamedTuple's
-            # keyword constructor is a Python function, ~1 µs on this path.)
-            records = (self._shared_sampler or self._sampler()).end(sampled)
-            cpu_time = time.thread_time() - state.cpu_start if on_thread else None
-            return StoppedProfile._make(
-                (
-                    records,
-                    sampled.start_call_stack,
-                    time.perf_counter() - sampled.started,
-                    self.sampler_interval,
-                    sampled.stopped_early,
-                    self._sys_prefixes or self._library_prefixes(),
-                    cpu_time,
-                    sampled.aggregator,
-                )
-            )
+        """Stop ``state``'s pyinstrument profile and return its samples. None when it ends
+        on another thread than it started on: its profiler is stopped at that thread's next
+        span (:meth:`reap_orphans`) and its samples are lost. (The sampling thread's
+        profiles stop with :meth:`end_sampled`.)"""
         profile = state.profiler
-        if profile is None:
-            return None
-        if not on_thread:
+        assert profile is not None
+        if threading.get_ident() != state.thread_id:
             profile.abandon()  # its samples until then are lost: stop taking more
             with self._lock:
                 self._orphans.setdefault(state.thread_id, []).append(profile)
+                self.has_orphans = True
             return None
         records = profile.stop()
-        return StoppedProfile._make(
+        # (tuple.__new__: a NamedTuple's constructors are Python functions. It fills in no
+        # default: every field is given, test_processor checks.)
+        return _new_tuple(
+            StoppedProfile,
             (
                 records,
                 profile.start_call_stack(),
@@ -202,7 +245,35 @@ class ProfileModes:
                 self._sys_prefixes or self._library_prefixes(),
                 time.thread_time() - state.cpu_start,
                 profile.aggregator,
-            )
+                None,
+            ),
+        )
+
+    def end_sampled(self, state: SampledProfile) -> Sequence[tuple[list[str], float]]:
+        """Stop sampling ``state`` (from any thread) and return its samples."""
+        return (self.sampler or self._sampler()).end(state)
+
+    def stopped_sampled(
+        self,
+        state: SampledProfile,
+        records: Sequence[tuple[list[str], float]],
+        cpu_time: float | None,
+    ) -> StoppedProfile:
+        """What :meth:`end_sampled` stopped, with the request's thread's ``cpu_time``
+        (None when it ended on another thread)."""
+        return _new_tuple(
+            StoppedProfile,
+            (
+                records,
+                state.start_call_stack,
+                time.perf_counter() - state.started,
+                self.sampler_interval,
+                state.stopped_early,
+                self._sys_prefixes or self._library_prefixes(),
+                cpu_time,
+                state.aggregator,
+                state.first_tree,
+            ),
         )
 
     def reap_orphans(self) -> None:
@@ -213,6 +284,7 @@ class ProfileModes:
             # A dead thread's sampler died with it: just forget its profiles.
             for ident in [ident for ident in self._orphans if ident not in alive]:
                 del self._orphans[ident]
+            self.has_orphans = bool(self._orphans)
         for profile in profiles or ():
             try:
                 profile.stop()
@@ -229,9 +301,9 @@ class ProfileModes:
     def _sampler(self) -> StackSampler:
         # The process's sampler, kept here: shared_sampler() takes a lock per call. (The
         # object survives fork; its thread and state are reset in the child.)
-        sampler = self._shared_sampler
+        sampler = self.sampler
         if sampler is None:
-            sampler = self._shared_sampler = shared_sampler()
+            sampler = self.sampler = shared_sampler()
         return sampler
 
     def _timing_thread(self) -> bool:
@@ -249,6 +321,10 @@ class ProfileModes:
                     overhead * 1e9,
                 )
         return self._use_timing_thread
+
+    def library_prefixes(self) -> tuple[str, ...]:
+        """The library directories of this Python (pyinstrument's), found once."""
+        return self._sys_prefixes or self._library_prefixes()
 
     def _library_prefixes(self) -> tuple[str, ...]:
         if self._sys_prefixes is None:

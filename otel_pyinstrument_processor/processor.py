@@ -15,8 +15,10 @@ import math
 import random
 import sys
 import threading
-import types
-from collections.abc import Mapping
+from asyncio import _get_running_loop as _running_loop
+from collections.abc import Mapping, Sequence
+from threading import get_ident
+from time import thread_time
 from typing import Any
 
 from opentelemetry.context import Context
@@ -24,11 +26,15 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from otel_pyinstrument_processor import attributes as attrs
-from otel_pyinstrument_processor.active_profile import ActiveProfile, ProfileModes, StoppedProfile
+from otel_pyinstrument_processor.active_profile import (
+    ActiveProfile,
+    ProfileModes,
+    SampledProfile,
+    StoppedProfile,
+)
 from otel_pyinstrument_processor.config import ProfilerConfig
 from otel_pyinstrument_processor.processor_stats import ProcessorStats, RateLimitedLog
 from otel_pyinstrument_processor.profile_attributes import ProfileAttributes
-from otel_pyinstrument_processor.request_metrics import RequestMetrics
 from otel_pyinstrument_processor.request_profile import (
     ProfileMarker,
     current_profile,
@@ -43,7 +49,7 @@ from otel_pyinstrument_processor.span_enrichment import (
     set_profile_attributes,
     write_ending_attributes,
 )
-from otel_pyinstrument_processor.wire import DEFAULT_MAX_BYTES
+from otel_pyinstrument_processor.wire import DEFAULT_MAX_BYTES, EncodedProfile
 
 _logger = logging.getLogger(__name__)
 
@@ -132,6 +138,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         self._slow_query_threshold = float(slow_query_threshold)
         self._use_timing_thread = use_timing_thread
         self._profiler_mode = profiler_mode
+        self._sampler_mode = profiler_mode == "sampler"
         self._modes = ProfileModes(
             mode=profiler_mode,
             interval=self._interval,
@@ -141,7 +148,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             slow_threshold=self._slow_threshold,
         )
         # span_id of a child span -> the metrics of the profiled entry span it belongs to.
-        self._children: dict[int, RequestMetrics] = {}
+        self._children: dict[int, ProfileMarker] = {}
         # id(span) -> its running profile. Popping a span's entry (atomic) is what lets
         # exactly one of its end, a shutdown, or a second end finish it: no lock needed.
         self._active: dict[int, ActiveProfile] = {}
@@ -149,7 +156,14 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         # override of end() on the span instance (span_enrichment.py).
         self._ending_hook = ENDING_HOOK_WORKS
         self._is_shutdown = False
+        self._marker = ProfileMarker.configured(
+            interval=self._interval,
+            use_timing_thread=use_timing_thread,
+            track_memory=track_memory,
+            slow_query_threshold=self._slow_query_threshold,
+        )
         self._stats = ProcessorStats()
+        self._count_started = self._stats.counter("profiles_started")
         self._log = RateLimitedLog(_logger)
         self._profile_attributes = ProfileAttributes(
             min_share=self._min_share,
@@ -158,6 +172,8 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             stats=self._stats,
             log=self._log,
         )
+        # A one-sample tree is encoded by the sampling thread as it takes the sample.
+        self._modes.encode_first_sample = self._encode_first_sample
 
     @classmethod
     def from_config(cls, config: ProfilerConfig) -> PyinstrumentSpanProcessor:
@@ -227,7 +243,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
                 if current is not None and current.active and self._track_children:
                     if len(self._children) >= _MAX_TRACKED_CHILDREN:
                         self._children.clear()  # children that never ended: forget them
-                    self._children[span.context.span_id] = current.metrics
+                    self._children[span.context.span_id] = current
                 return
             if current is not None and current.active:
                 self._stats.increment("profiles_skipped_nested")
@@ -235,7 +251,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             policy = self._policy
             if not policy.profiles_every_span and not policy.should_profile(attributes, span.name):
                 return
-            self._start_profile(span, sys._getframe(1))
+            self._start_profile(span)
         except Exception:
             self._error("start", "pystrument: could not start profiling a span")
 
@@ -244,7 +260,10 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         ``end()`` on every processor, before any ``on_end``)."""
         state = self._active.pop(id(span), None)
         if state is not None:
-            self._finish(state)
+            if state.profiler is None:
+                self._finish_sampled(state)  # type: ignore[arg-type]
+            else:
+                self._finish(state)
 
     def on_end(self, span: ReadableSpan) -> None:
         """Count a child span of a profiled entry span into its request metrics (the tree
@@ -290,42 +309,52 @@ class PyinstrumentSpanProcessor(SpanProcessor):
 
     # -- profiling ---------------------------------------------------------------------
 
-    def _start_profile(self, span: Span, caller: types.FrameType) -> None:
-        metrics = RequestMetrics(
-            track_memory=self._track_memory, slow_query_threshold=self._slow_query_threshold
-        )
-        # Worker threads of the request are profiled with pyinstrument (threadwork.py).
-        marker = ProfileMarker(metrics, self._interval, self._use_timing_thread)
-        state = self._modes.start(span, caller, metrics, marker)
+    def _start_profile(self, span: Span) -> None:
+        # Called from on_start only: the frames above are counted (see the anchor below).
+        # The context marker, also the request's metrics (its class holds the settings).
+        marker = self._marker(get_ident())
+        modes = self._modes
+        caller = None
+        state: ActiveProfile | SampledProfile
+        if self._sampler_mode and _running_loop() is None:
+            state = modes.start_sampled(span, marker)  # (counts the frames up to here)
+        else:
+            caller = sys._getframe(2)  # on_start's caller
+            state = modes.start(span, caller, marker)
         if not self._ending_hook:
             try:
                 state.previous_end = install_end_hook(span, lambda: self._end_hooked(state))
             except BaseException:
-                self._modes.stop(state)
+                if state.profiler is None:
+                    modes.end_sampled(state)  # type: ignore[arg-type]
+                else:
+                    modes.stop(state)  # type: ignore[arg-type]
                 raise
         self._active[id(span)] = state  # a dict store is atomic: no processor lock
         state.token = current_profile.set(marker)
-        try:
-            # Last: pyinstrument's per-call hook then times none of the bookkeeping above.
-            if state.profiler is not None:  # (in sampler mode: nothing to subscribe)
-                self._modes.subscribe(state, caller)
-        except BaseException:
-            self._active.pop(id(span), None)
-            current_profile.reset(state.token)
-            if not self._ending_hook:
-                restore_end(span, state.previous_end)
-            raise
-        self._stats.increment("profiles_started")
+        if caller is not None:
+            try:
+                # Last: pyinstrument's per-call hook then times none of the bookkeeping above.
+                modes.subscribe(state, caller)  # type: ignore[arg-type]
+            except BaseException:
+                self._active.pop(id(span), None)
+                current_profile.reset(state.token)
+                if not self._ending_hook:
+                    restore_end(span, state.previous_end)
+                raise
+        self._count_started()
 
-    def _end_hooked(self, state: ActiveProfile) -> None:
+    def _end_hooked(self, state: ActiveProfile | SampledProfile) -> None:
         # end() overridden on the span instance (an SDK without _on_ending).
         if self._active.pop(id(state.span), None) is state:
             self._finish(state)
 
-    def _finish(self, state: ActiveProfile) -> None:
+    def _finish(self, state: ActiveProfile | SampledProfile) -> None:
         """Stop the profile and attach the results to the span; never raises. Called once
         per profile, by whoever popped it from ``_active``."""
-        state.finished = True
+        if state.profiler is None:
+            self._finish_sampled(state)  # type: ignore[arg-type]
+            return
         # First: pyinstrument's per-call hook then times none of the bookkeeping below.
         stop_failed = False
         try:
@@ -335,42 +364,85 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             stopped, stop_failed = None, True
         state.marker.active = False
         try:
-            if not self._ending_hook:
-                restore_end(state.span, state.previous_end)  # undo the end() override
-            token, state.token = state.token, None
-            if token is not None:
-                # contextlib.suppress would cost ~1 µs a request here.
-                try:  # noqa: SIM105
-                    current_profile.reset(token)
-                except (ValueError, RuntimeError):
-                    pass  # ended in another context: the marker stays there, reads as finished
-            if self._modes.has_orphans:
-                self._modes.reap_orphans()
-            attributes = None if stop_failed else self._measure(state, stopped)
-            if attributes is not None and not state.discard:
-                self._attach(state.span, attributes)
+            self._leave(state)
+            if stop_failed or state.discard:
+                return
+            if stopped is None:
+                self._stats.increment("profiles_dropped_cross_thread")
+                self._log.warning(
+                    "cross_thread",
+                    "pystrument: span %r ended on another thread than it started on; its "
+                    "profile is dropped",
+                    state.span.name,
+                )
+                return
+            self._attach(state.span, self._attributes_of(state, stopped))
         except Exception:
             self._error("finish", "pystrument: could not finish a span's profile")
 
-    def _measure(
-        self, state: ActiveProfile, stopped: StoppedProfile | None
-    ) -> dict[str, Any] | None:
-        if stopped is None:
-            self._stats.increment("profiles_dropped_cross_thread")
-            self._log.warning(
-                "cross_thread",
-                "pystrument: span %r ended on another thread than it started on; its profile "
-                "is dropped",
-                state.span.name,
-            )
-            return None
-        if state.discard:
-            return None
+    def _finish_sampled(self, state: SampledProfile) -> None:
+        """:meth:`_finish` for a profile of the sampling thread (it can end on any thread).
+        A request without a sample, most requests shorter than the sampling interval, goes
+        from the sampler straight to its attributes: no StoppedProfile, no tree work."""
+        modes = self._modes
+        try:
+            # (modes.end_sampled, a call less: the sampler that started it is set.)
+            records = modes.sampler.end(state)  # type: ignore[union-attr]
+        except Exception:
+            self._error("stop", "pystrument: could not stop the profiler")
+            records = None
+        cpu_time = thread_time() - state.cpu_start if get_ident() == state.thread_id else None
+        marker = state.marker
+        marker.active = False
+        try:
+            self._leave(state)
+            if records is None or state.discard:
+                return
+            if records or marker.worker_records:
+                stopped = modes.stopped_sampled(state, records, cpu_time)
+                attributes = self._attributes_of(state, stopped)
+            else:
+                attributes = self._profile_attributes.without_samples(
+                    cpu_time, state.started, state.stopped_early, state.marker
+                )
+                if self._ending_hook:  # no tree: none of _attach's checks apply
+                    write_ending_attributes(state.span, attributes, attrs.PROFILE_TREE)
+                    return
+            self._attach(state.span, attributes)
+        except Exception:
+            self._error("finish", "pystrument: could not finish a span's profile")
+
+    def _leave(self, state: ActiveProfile | SampledProfile) -> None:
+        """Undo what starting the profile did to the span and the context."""
+        if not self._ending_hook:
+            restore_end(state.span, state.previous_end)  # undo the end() override
+        token, state.token = state.token, None
+        if token is not None:
+            # contextlib.suppress would cost ~1 µs a request here.
+            try:  # noqa: SIM105
+                current_profile.reset(token)
+            except (ValueError, RuntimeError):
+                pass  # ended in another context: the marker stays there, reads as finished
+        if self._modes.has_orphans:
+            self._modes.reap_orphans()
+
+    def _attributes_of(
+        self, state: ActiveProfile | SampledProfile, stopped: StoppedProfile
+    ) -> dict[str, Any]:
+        marker = state.marker
         return self._profile_attributes.of(
             stopped,
-            state.metrics,
-            state.marker.worker_records,
+            marker,
+            marker.worker_records,
             lambda: attribute_cap(state.span, self._max_profile_bytes),
+        )
+
+    def _encode_first_sample(
+        self, record: tuple[list[str], float], start_call_stack: Sequence[str]
+    ) -> EncodedProfile | None:
+        # On the sampling thread: the request's end checks it against the span's limits.
+        return self._profile_attributes.first_sample_tree(
+            record, start_call_stack, self._modes.library_prefixes(), self._max_profile_bytes
         )
 
     def _attach(self, span: Span, attributes: dict[str, Any]) -> None:

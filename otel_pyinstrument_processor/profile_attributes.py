@@ -8,7 +8,8 @@ counted and logged, and the other attributes are still returned.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from otel_pyinstrument_processor import attributes as attrs
@@ -19,7 +20,7 @@ from otel_pyinstrument_processor.request_metrics import RequestMetrics
 from otel_pyinstrument_processor.request_profile import merge_worker_records
 from otel_pyinstrument_processor.tree_builder import aggregate_frame_records, top_of_tree
 from otel_pyinstrument_processor.tree_encoding import encode_aggregated, encode_single_sample
-from otel_pyinstrument_processor.wire import ProfileTooLargeError
+from otel_pyinstrument_processor.wire import EncodedProfile, ProfileTooLargeError
 
 _logger = logging.getLogger(__name__)
 
@@ -39,7 +40,10 @@ class ProfileAttributes:
         self._min_share = min_share
         self._slow_threshold = slow_threshold
         self._track_memory = track_memory
+        # _add_more has something to do for every profile (else only for some: a call less).
+        self._more_always = track_memory or slow_threshold > 0
         self._stats = stats
+        self._count_empty = stats.counter("profiles_empty")
         self._log = log
         # One PruneOptions per set of library prefixes (in practice one per process), so
         # the pruning steps' per-file verdicts are kept across requests.
@@ -49,7 +53,7 @@ class ProfileAttributes:
         self,
         profile: StoppedProfile,
         metrics: RequestMetrics,
-        worker_records: list[tuple[list[str], float]],
+        worker_records: Sequence[tuple[list[str], float]],
         max_bytes: Callable[[], int],
     ) -> dict[str, Any]:
         """The span attributes for ``profile``: sample count, CPU time, the request
@@ -66,26 +70,25 @@ class ProfileAttributes:
             attributes[attrs.PROFILE_DURATION] = profile.duration
         if profile.cpu_time is not None:
             attributes[attrs.CPU_TIME] = profile.cpu_time
-        metrics.add_span_attributes(attributes, track_memory=self._track_memory)
-        if profile.stopped_early:
-            attributes[attrs.PROFILE_STOPPED_EARLY] = True
-            self._stats.increment("profiles_stopped_early")
-        if profile.duration < self._slow_threshold:
-            # Keep-if-slow: the metrics stay, the tree is never built or encoded.
-            attributes[attrs.PROFILE_DROPPED_FAST] = True
-            self._stats.increment("profiles_dropped_fast")
-            return attributes
+        if (metrics.counted or profile.stopped_early or self._more_always) and self._add_more(
+            attributes, profile.duration, profile.stopped_early, metrics
+        ):
+            return attributes  # keep-if-slow: the metrics stay, the tree is never built
         if not records and not worker_records:
-            self._stats.increment("profiles_empty")
+            self._count_empty()
             return attributes
         try:
-            options = self._options(profile.library_prefixes)
             if len(records) == 1 and not worker_records:
-                # Most sampled requests of a fast endpoint: a chain, from its stack's template.
-                stack, elapsed = records[0]
-                encoded = encode_single_sample(
-                    stack, elapsed, profile.start_call_stack, options, max_bytes=max_bytes()
-                )
+                # Most sampled requests of a fast endpoint: a chain, from its stack's template
+                # (encoded by the sampling thread as it took the sample, if it could).
+                cap = max_bytes()
+                encoded = profile.first_tree
+                if encoded is None or len(encoded.tree) > cap:
+                    stack, elapsed = records[0]
+                    options = self._options(profile.library_prefixes)
+                    encoded = encode_single_sample(
+                        stack, elapsed, profile.start_call_stack, options, max_bytes=cap
+                    )
                 if encoded is not None:
                     attributes[attrs.PROFILE_TREE] = encoded.tree
                     attributes[attrs.PROFILE_FORMAT] = encoded.format
@@ -107,7 +110,9 @@ class ProfileAttributes:
                 return attributes
             # Folded, pruned and encoded in one walk over the builders: the bytes of
             # building CallTreeNodes, pruning and encoding them, in ~60 % of the time.
-            encoded = encode_aggregated(top, options, max_bytes=max_bytes())
+            encoded = encode_aggregated(
+                top, self._options(profile.library_prefixes), max_bytes=max_bytes()
+            )
         except ProfileTooLargeError as exc:
             self._stats.increment("profiles_dropped_oversize")
             self._log.warning("oversize", "pystrument: profile dropped: %s", exc)
@@ -123,6 +128,62 @@ class ProfileAttributes:
         attributes[attrs.PROFILE_FORMAT] = encoded.format
         attributes[attrs.PROFILE_TRUNCATED] = encoded.truncated
         return attributes
+
+    def first_sample_tree(
+        self,
+        record: tuple[list[str], float],
+        start_call_stack: Sequence[str],
+        library_prefixes: tuple[str, ...],
+        max_bytes: int,
+    ) -> EncodedProfile | None:
+        """The encoded tree of a profile whose only sample is ``record``, as :meth:`of`
+        encodes it, or None where :meth:`of` has to do more (see
+        :func:`~tree_encoding.encode_single_sample`). For the sampling thread, as it takes
+        a request's first sample."""
+        stack, elapsed = record
+        return encode_single_sample(
+            stack, elapsed, start_call_stack, self._options(library_prefixes), max_bytes=max_bytes
+        )
+
+    def without_samples(
+        self,
+        cpu_time: float | None,
+        started: float,
+        stopped_early: bool,
+        metrics: RequestMetrics,
+    ) -> dict[str, Any]:
+        """The span attributes of a profile that took no sample, started at ``started``
+        (``time.perf_counter()``): what :meth:`of` returns for it, made directly (most
+        sampler-mode requests are shorter than the interval and get no sample)."""
+        attributes: dict[str, Any] = {attrs.PROFILE_SAMPLE_COUNT: 0}
+        if cpu_time is not None:
+            attributes[attrs.CPU_TIME] = cpu_time
+        if (metrics.counted or stopped_early or self._more_always) and self._add_more(
+            attributes, time.perf_counter() - started, stopped_early, metrics
+        ):
+            return attributes
+        self._count_empty()
+        return attributes
+
+    def _add_more(
+        self,
+        attributes: dict[str, Any],
+        duration: float,
+        stopped_early: bool,
+        metrics: RequestMetrics,
+    ) -> bool:
+        """Add the request metrics and what cut the profile short; True when the request
+        was faster than keep-if-slow's threshold (no tree then)."""
+        if metrics.counted or self._track_memory:
+            metrics.add_span_attributes(attributes, track_memory=self._track_memory)
+        if stopped_early:
+            attributes[attrs.PROFILE_STOPPED_EARLY] = True
+            self._stats.increment("profiles_stopped_early")
+        if duration < self._slow_threshold:
+            attributes[attrs.PROFILE_DROPPED_FAST] = True
+            self._stats.increment("profiles_dropped_fast")
+            return True
+        return False
 
     def _options(self, library_prefixes: tuple[str, ...]) -> PruneOptions:
         options = self._prune_options.get(library_prefixes)

@@ -78,6 +78,7 @@ class RequestMetrics:
     # Set when the framework counts queries itself (Django's execute_wrapper): database
     # child spans are then not counted a second time.
     queries_counted_by_app = False
+    counted = False  # True once any counter below moved
     query_count = 0
     query_time = 0.0
     slow_queries = 0
@@ -85,6 +86,7 @@ class RequestMetrics:
     cache_misses = 0
     cache_time = 0.0
     rss_start: int | None = None
+    slow_query_threshold = 0.1
 
     def __init__(self, *, track_memory: bool, slow_query_threshold: float = 0.1) -> None:
         self.slow_query_threshold = slow_query_threshold
@@ -109,6 +111,7 @@ class RequestMetrics:
             if not track_cache:
                 return
             with self.lock:
+                self.counted = True
                 self.cache_time += duration
                 if hit is True:
                     self.cache_hits += 1
@@ -122,6 +125,7 @@ class RequestMetrics:
     def add_query(self, duration: float) -> None:
         """Count one database query of ``duration`` seconds."""
         with self.lock:
+            self.counted = True
             self.query_count += 1
             self.query_time += duration
             if duration >= self.slow_query_threshold:
@@ -129,7 +133,7 @@ class RequestMetrics:
 
     def add_span_attributes(self, values: dict[str, Any], *, track_memory: bool) -> None:
         """Add the ``pystrument.*`` metric attributes for the entry span to ``values``."""
-        if self.query_count or self.cache_hits or self.cache_misses or self.cache_time:
+        if self.counted:
             self._add_counters(values)
         if track_memory:
             end = current_rss()

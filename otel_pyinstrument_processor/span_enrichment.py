@@ -131,6 +131,24 @@ def redacted_headers(attributes: Mapping[str, Any] | None) -> dict[str, str]:
     return redacted
 
 
+# Attribute keys seen on ending spans that are not header attributes: most spans carry
+# the same few keys, so telling that a span captured no header is one C call over its keys
+# (~0.2 µs) rather than a join and a search (~0.5 µs). Bounded: cleared when full.
+_PLAIN_KEYS: set[str] = set()
+_MAX_PLAIN_KEYS = 4096
+
+
+def _may_hold_headers(plain: dict[str, Any]) -> bool:
+    """Whether some key of ``plain`` is a header attribute; remembers the keys when none
+    is (see :data:`_PLAIN_KEYS`)."""
+    if _HEADER_MARK in "\n".join(plain):
+        return True
+    if len(_PLAIN_KEYS) + len(plain) > _MAX_PLAIN_KEYS:
+        _PLAIN_KEYS.clear()
+    _PLAIN_KEYS.update(plain)
+    return False
+
+
 def write_ending_attributes(span: Span, attributes: dict[str, Any], tree_key: str) -> bool:
     """Write ``attributes`` (plus credential-header redactions) into the attributes of
     ``span`` while it ends (from ``_on_ending``, when the SDK has frozen them), with the
@@ -139,13 +157,16 @@ def write_ending_attributes(span: Span, attributes: dict[str, Any], tree_key: st
     valid attribute values (the processor makes only str, bool, int and float). True when
     the span kept the value under ``tree_key`` (or there was none). Falls back to
     :func:`set_profile_attributes` when the span's attributes are not the SDK's own."""
-    bounded = getattr(span, "_attributes", None)
-    plain = getattr(bounded, "_dict", None)
+    try:
+        bounded = span._attributes
+        plain = bounded._dict  # type: ignore[union-attr]
+    except AttributeError:
+        return set_profile_attributes(span, attributes, tree_key)
     # type() rather than isinstance(): BoundedAttributes is an ABC, and an ABC instance
     # check costs ~1 µs here.
     if type(bounded) is not BoundedAttributes or type(plain) is not dict:
         return set_profile_attributes(span, attributes, tree_key)
-    if _HEADER_MARK in "\n".join(plain):  # cheap test first: most spans capture no header
+    if not _PLAIN_KEYS.issuperset(plain) and _may_hold_headers(plain):
         attributes.update(redacted_headers(plain))
     maxlen, max_length = bounded.maxlen, bounded.max_value_len
     if maxlen == 0:  # the SDK keeps no attribute at all: count them as dropped

@@ -50,6 +50,7 @@ from pyinstrument.frame_info import ATTRIBUTE_MARKER_CLASS_NAME, ATTRIBUTES_SEP,
 from otel_pyinstrument_processor.tree_builder import StackAggregator
 
 _logger = logging.getLogger(__name__)
+_perf_counter = time.perf_counter
 
 _MAX_CACHED_CODES = 20_000
 _MAX_STACK_DEPTH = 2_000  # deeper stacks are cut at the request's end of it
@@ -73,6 +74,13 @@ class SampledRequest:
     # first of these and reuses the identifiers above it. The frames are kept alive here
     # so that their ids cannot be reused while the request runs.
     stem_frames: dict[int, tuple[types.FrameType, int]] | None = None
+    anchor: types.FrameType | None = None
+    # The samples, (stack, elapsed): a list of the request's own from the first sample on
+    # (most requests shorter than the interval get none).
+    records: Sequence[tuple[list[str], float]] = ()
+    # True when the anchor may be span-starting plumbing (the caller of the generator that
+    # started the span): the stem then starts at the first frame above it that is not.
+    anchor_in_plumbing = False
     # The frames of the previous sample below the stem, innermost first (see
     # _under_persisting_frame), held until the next one so that their ids stay theirs.
     previous_frames: list[types.FrameType] | None = None
@@ -86,36 +94,54 @@ class SampledRequest:
     # takes the request in (see StackSampler.end for why this order needs no lock).
     ended = False
     seen = False
-    # The request thread's CPU clock at the previous sample (None: samples are not told
-    # apart by CPU use), and that clock's id, found by the sampling thread at the first one.
+    # The request thread's CPU clock (time.thread_time()) at its start, set on the
+    # request's thread; at the previous sample (None: samples are not told apart by CPU
+    # use, or its clock could not be read), and that clock's id, found by the sampling
+    # thread at the first one.
+    cpu_start: float | None = None
     cpu_last: float | None = None
     cpu_clock: int | None = None
+    deadline: float | None = None  # perf_counter() time at which max_duration is reached
+    aggregate_from: float | None = None  # perf_counter() time from which to aggregate
 
     def __init__(
         self,
         thread_id: int,
-        caller: types.FrameType | None,
+        anchor: types.FrameType | None,
         max_duration: float | None,
         aggregate_after: float | None = None,
         interval: float = 0.01,
         cpu_start: float | None = None,
     ) -> None:
+        """A request on ``thread_id``, sampled every ``interval`` seconds from now.
+        ``anchor``: the frame from which the sampling thread walks the stem at the first
+        sample (see :func:`stem_anchor`); held until the end, so that it cannot be freed
+        and its id reused."""
         self.thread_id = thread_id
         self.interval = interval
         if cpu_start is not None:
-            self.cpu_last = cpu_start
-        # The frame from which the sampling thread walks the stem at the first sample (see
-        # _stem_anchor); held until the end, so that it cannot be freed and its id reused.
-        self.anchor = _stem_anchor(caller)
-        self.started = self.last = self.next_due = started = time.perf_counter()
-        self.deadline = None if max_duration is None else started + max_duration
-        self.records: list[tuple[list[str], float]] = []
-        self.aggregate_from = None if aggregate_after is None else started + aggregate_after
+            self.cpu_start = self.cpu_last = cpu_start
+        if anchor is not None:
+            self.anchor = anchor
+        self.started = self.last = self.next_due = started = _perf_counter()
+        if max_duration is not None:
+            self.deadline = started + max_duration
+        if aggregate_after is not None:
+            self.aggregate_from = started + aggregate_after
 
     @property
     def duration(self) -> float:
         """Seconds from the start of the profile to its last sample."""
         return self.last - self.started
+
+    def took_sample(self, records: Sequence[tuple[list[str], float]]) -> None:
+        """Called by the sampling thread, under its lock, after each sample from the
+        request's ``aggregate_after`` on, with the request's samples: aggregates those not
+        aggregated yet (so that the request's thread only finishes the tree)."""
+        aggregator = self.aggregator
+        if aggregator is None:
+            aggregator = self.aggregator = StackAggregator()
+        aggregator.add_all(records[aggregator.samples :])
 
 
 class StackSampler:
@@ -176,13 +202,24 @@ class StackSampler:
         ``time.thread_time()`` now), a sample during which the thread was mostly off the
         CPU ends in a :data:`WAIT_FRAME` frame."""
         request = SampledRequest(
-            threading.get_ident(), caller, max_duration, aggregate_after, interval, cpu_start
+            threading.get_ident(),
+            stem_anchor(caller),
+            max_duration,
+            aggregate_after,
+            interval,
+            cpu_start,
         )
-        if interval > self._interval * 1.5:
+        self.add(user, request)
+        return request
+
+    def add(self, user: object, request: SampledRequest) -> None:
+        """Start sampling ``request`` (made on its own thread, now) for ``user``, as
+        :meth:`begin` does; for callers that make the request themselves."""
+        if request.interval > self._interval * 1.5:
             # The thread ticks faster (another processor's requests): a first sample at
             # a random point of this request's first interval, as a thread ticking at
             # this interval would take it.
-            request.next_due += interval * random.random()
+            request.next_due += request.interval * random.random()
         if id(user) not in self._users:
             self._add_user(user)
         # A dict store is atomic: no lock on the request's thread. The sampling thread takes
@@ -192,9 +229,8 @@ class StackSampler:
         # looks at _pending once more (_run), so one side always sees the other.
         if self._thread is None or self._idle:
             self._wake_up()
-        return request
 
-    def end(self, request: SampledRequest) -> list[tuple[list[str], float]]:
+    def end(self, request: SampledRequest) -> Sequence[tuple[list[str], float]]:
         """Stop sampling ``request`` and return its samples (stack root first, elapsed s)."""
         request.ended = True
         # Lock-free unless the sampling thread has taken the request in. The thread sets
@@ -354,6 +390,8 @@ class StackSampler:
                     request.stopped_early = True
                     continue
                 records = request.records
+                if not records:
+                    records = request.records = []
                 cpu_before = walk_began = walked = None
                 if request.cpu_last is not None:
                     cpu_before, walk_began = self._cpu(request, thread_id), time.perf_counter()
@@ -391,10 +429,7 @@ class StackSampler:
                 request.next_due = max(request.next_due + interval, now - interval * 0.5)
                 aggregate_from = request.aggregate_from
                 if aggregate_from is not None and now >= aggregate_from:
-                    aggregator = request.aggregator
-                    if aggregator is None:
-                        aggregator = request.aggregator = StackAggregator()
-                    aggregator.add_all(records[aggregator.samples :])
+                    request.took_sample(records)
             if shortest is not None:
                 self._interval = shortest
 
@@ -442,6 +477,8 @@ class StackSampler:
     def _stem(self, request: SampledRequest) -> dict[int, tuple[types.FrameType, int]]:
         frames: list[types.FrameType] = []
         frame, request.anchor = request.anchor, None
+        if request.anchor_in_plumbing:
+            frame = _application_frame(frame)
         while frame is not None and len(frames) < _MAX_STACK_DEPTH:
             frames.append(frame)
             frame = frame.f_back
@@ -474,23 +511,24 @@ _START_SPAN_CODE: types.CodeType | None = getattr(
 )
 
 
-def _stem_anchor(caller: types.FrameType | None) -> types.FrameType | None:
+def stem_anchor(caller: types.FrameType | None) -> types.FrameType | None:
     """The frame from which the sampling thread can walk the stem of a profile started by
     ``caller``, at the first sample; found with as little walking as possible on the
     request's thread (a Python loop over frames cost ~0.6 µs a frame here).
 
     CPython links a frame object that is still referenced when its frame returns to its
-    caller's frame object, so holding ``caller`` keeps the whole stem reachable, at no
+    caller's frame object, so holding the anchor keeps the whole stem reachable, at no
     measurable cost to the request's thread, unless a suspended generator sits between
-    ``caller`` and the application's frames: a suspended generator's frame has no caller
-    (``f_back`` is None). The SDK's frames between a processor and ``Tracer.start_span``
-    never suspend; ``Tracer.start_as_current_span`` does (a generator), and so may other
-    span-starting plumbing. So: when ``start_span`` was called from a frame that does not
-    suspend (the Flask, WSGI and Django instrumentations), ``caller`` itself; otherwise the
-    first frame above that is not plumbing (OpenTelemetry, ``contextlib``, this package, any
-    generator). A generator further up that suspends before the first sample would still
-    cut the stem short: the tree is then rooted higher up the thread's stack, nothing is
-    lost.
+    the anchor and the application's frames: a suspended generator's frame has no caller
+    (``f_back`` is None). When ``caller`` is a span processor's ``on_start`` caller, two
+    frames below ``Tracer.start_span`` (none of the SDK's frames in between suspends), the
+    anchor is the frame that called ``start_span`` when that frame does not suspend (the
+    Flask, WSGI and Django instrumentations); else (``Tracer.start_as_current_span`` is a
+    generator, and so may other span-starting plumbing be) the first frame above it that
+    is not plumbing (OpenTelemetry, ``contextlib``, this package, any generator). For any
+    other ``caller``, the first frame from ``caller`` up that is not plumbing. A generator
+    further up that suspends before the first sample would still cut the stem short: the
+    tree is then rooted higher up the thread's stack, nothing is lost.
     """
     if caller is None:
         return None
@@ -498,11 +536,48 @@ def _stem_anchor(caller: types.FrameType | None) -> types.FrameType | None:
     if tracer_frame is not None:
         tracer_frame = tracer_frame.f_back
     if tracer_frame is not None and tracer_frame.f_code is _START_SPAN_CODE:
-        starter = tracer_frame.f_back
-        if starter is None or not starter.f_code.co_flags & _SUSPENDING:
-            return caller
-        return _application_frame(starter)
+        return _starter_of(tracer_frame)
     return _application_frame(caller)
+
+
+def anchor_at_span_start(request: SampledRequest, depth: int) -> None:
+    """Give ``request`` the anchor :func:`stem_anchor` would find from
+    ``sys._getframe(depth + 1)`` (``depth`` frames above this function's caller), which
+    is the caller of a span processor's ``on_start``, making as few frame objects on the
+    request's thread as it can: each costs an allocation, and a copy of the frame when it
+    returns while the object is held.
+
+    ``sys._getframe(n)`` makes only the n-th frame's object, not those in between (the
+    SDK's). When the span was started by a generator (``start_as_current_span``), the
+    anchor is the generator's caller, and the sampling thread walks from there past the
+    span-starting plumbing at the first sample (:attr:`SampledRequest.anchor_in_plumbing`),
+    so that the request's thread does not walk it: the frame above, held, is linked to
+    its caller by CPython when it returns."""
+    try:
+        tracer_frame = sys._getframe(depth + 3)
+    except ValueError:  # not that deep: not called from Tracer.start_span
+        tracer_frame = None
+    if tracer_frame is not None and tracer_frame.f_code is _START_SPAN_CODE:
+        starter = tracer_frame.f_back
+        if starter is None:
+            request.anchor = tracer_frame
+        elif not starter.f_code.co_flags & _SUSPENDING:
+            request.anchor = starter
+        else:
+            request.anchor = starter.f_back
+            request.anchor_in_plumbing = True
+        return
+    request.anchor = stem_anchor(sys._getframe(depth + 1))
+
+
+def _starter_of(tracer_frame: types.FrameType) -> types.FrameType | None:
+    """The anchor of a profile whose span ``Tracer.start_span`` (``tracer_frame``) starts."""
+    starter = tracer_frame.f_back
+    if starter is None:
+        return tracer_frame
+    if not starter.f_code.co_flags & _SUSPENDING:
+        return starter
+    return _application_frame(starter)
 
 
 def _application_frame(frame: types.FrameType | None) -> types.FrameType | None:

@@ -57,9 +57,9 @@ def thread_profile() -> Iterator[None]:
             # Each stack starts with the thread's frame, then the starting frame's callers
             # and itself (profile.start_codes): the worker's own frames follow.
             skip = 1 + len(profile.start_codes)
-            records = [(stack[skip:], elapsed) for stack, elapsed in profile.stop()]
-            with marker.metrics.lock:  # the metrics' (shared) lock guards this list too
-                marker.worker_records.extend(records)
+            marker.add_worker_records(
+                [(stack[skip:], elapsed) for stack, elapsed in profile.stop()]
+            )
         except Exception:
             _logger.debug("pystrument: could not stop a worker-thread profile", exc_info=True)
 

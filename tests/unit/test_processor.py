@@ -493,3 +493,38 @@ def test_a_subscription_pyinstrument_refuses_leaves_nothing_behind(harness: Harn
     assert harness.processor.stats.errors == 1
     assert harness.processor.stats.profiles_started == 0
     assert get_stack_sampler().subscribers == []
+
+
+def test_stopped_profiles_have_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ProfileModes builds StoppedProfile with tuple.__new__, which fills in no default: a
+    # missing field only fails where it is read (a one-sample profile's first_tree).
+    from otel_pyinstrument_processor.active_profile import ProfileModes, StoppedProfile
+
+    made: list[StoppedProfile] = []
+    for name in ("stop", "stopped_sampled"):
+        original = getattr(ProfileModes, name)
+
+        def keep(self: ProfileModes, *args: object, _original: object = original) -> object:
+            made.append(_original(self, *args))  # type: ignore[operator]
+            return made[-1]
+
+        monkeypatch.setattr(ProfileModes, name, keep)
+    from otel_pyinstrument_processor.stack_sampler import shared_sampler
+
+    for mode in ("pyinstrument", "sampler"):
+        h = Harness(PyinstrumentSpanProcessor(profiler_mode=mode, sampler_interval=0.005))
+        try:
+            with h.tracer.start_as_current_span("req", kind=SpanKind.SERVER):
+                busy_alpha()
+                # On until sampled (a loaded machine can keep the sampling thread away).
+                request = shared_sampler().request_on(threading.get_ident())
+                give_up = time.monotonic() + 10.0
+                while request is not None and not request.records:
+                    if time.monotonic() > give_up:
+                        break
+        finally:
+            h.provider.shutdown()
+    assert len(made) == 2
+    for stopped in made:
+        assert len(stopped) == len(StoppedProfile._fields)
+        assert (stopped.records and stopped.first_tree is None) or stopped.first_tree.tree

@@ -12,10 +12,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Tracer
 
-from otel_pyinstrument_processor import ConfigError, ProfilerConfig, PyinstrumentSpanProcessor
+from otel_pyinstrument_processor import (
+    ConfigError,
+    ProfilerConfig,
+    PyinstrumentSpanProcessor,
+)
 from otel_pyinstrument_processor import attributes as attrs
+from otel_pyinstrument_processor import processor as processor_module
+from otel_pyinstrument_processor.active_profile import ProfileModes, StoppedProfile
+from otel_pyinstrument_processor.profile_attributes import ProfileAttributes
 from otel_pyinstrument_processor.stack_sampler import (
     CPU_FRAME,
     RUNNING,
@@ -163,7 +174,7 @@ def test_a_request_ended_before_the_thread_takes_it_in_is_never_sampled() -> Non
     request = sampler.begin(owner, 0.005, sys._getframe())
     try:
         assert sampler.request_on(threading.get_ident()) is request
-        assert sampler.end(request) == []
+        assert not sampler.end(request)
         assert sampler.request_on(threading.get_ident()) is None
         assert request.anchor is None
         give_up = time.monotonic() + 10.0
@@ -171,7 +182,7 @@ def test_a_request_ended_before_the_thread_takes_it_in_is_never_sampled() -> Non
             time.sleep(0.005)
         time.sleep(0.02)  # a few more ticks
         assert sampler._pending == {} and sampler._requests == {}
-        assert request.records == [] and request.seen
+        assert not request.records and request.seen
     finally:
         sampler.release(owner)
 
@@ -406,7 +417,237 @@ def test_each_request_is_sampled_at_its_own_interval(monkeypatch: pytest.MonkeyP
         sampler.release(fast_user)
         sampler.release(slow_user)
     assert len(results[0]) >= 2
-    assert slow_records == []
+    assert not slow_records
+
+
+def started_as_the_instrumentations_start(tracer: Tracer) -> None:
+    # The Flask, WSGI and Django instrumentations: start_span from a plain function, then
+    # use_span (no generator between the span and the application).
+    span = tracer.start_span("GET /instrumented", kind=SpanKind.SERVER)
+    with trace.use_span(span, end_on_exit=True):
+        spin_cpu(0.03)
+
+
+def calls_a_decorated_handler(tracer: Tracer) -> None:
+    @tracer.start_as_current_span("GET /decorated", kind=SpanKind.SERVER)
+    def decorated_handler() -> None:
+        spin_cpu(0.03)
+
+    decorated_handler()
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["added", "only_processor"])
+def test_the_tree_is_rooted_where_the_application_started_the_span(direct: bool) -> None:
+    """However the span was started (start_span, the decorator form of
+    start_as_current_span, its with form), and however the SDK calls the processor (through
+    the provider's multi-processor, or as its only processor: a frame fewer), the tree's
+    root is the application frame that started the span, never the SDK's."""
+    processor = PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=0.005)
+    exporter = InMemorySpanExporter()
+    if direct:
+        provider = TracerProvider(active_span_processor=processor)  # type: ignore[arg-type]
+        processor_spans = []
+        original_on_end = processor.on_end
+
+        def keep(span: ReadableSpan) -> None:
+            processor_spans.append(span)
+            original_on_end(span)
+
+        processor.on_end = keep  # type: ignore[method-assign]
+    else:
+        provider = TracerProvider()
+        provider.add_span_processor(processor)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("tests")
+    try:
+        started_as_the_instrumentations_start(tracer)
+        calls_a_decorated_handler(tracer)
+        with tracer.start_as_current_span("GET /with", kind=SpanKind.SERVER):
+            spin_cpu(0.03)
+        ended = processor_spans if direct else exporter.get_finished_spans()
+        spans = {span.name: span for span in ended}
+        roots = {name: tree_of(span) for name, span in spans.items()}
+        assert roots["GET /instrumented"].function == "started_as_the_instrumentations_start"
+        assert roots["GET /decorated"].function == "calls_a_decorated_handler"
+        assert "decorated_handler" in functions(roots["GET /decorated"])
+        with_root = roots["GET /with"]
+        assert (
+            with_root.function == "test_the_tree_is_rooted_where_the_application_started_the_span"
+        )
+        for tree in roots.values():
+            assert "spin_cpu" in functions(tree)
+            assert not any("opentelemetry/sdk" in node.file for node in _nodes(tree))
+    finally:
+        provider.shutdown()
+
+
+def test_requests_without_a_sample_follow_keep_if_slow() -> None:
+    # A 10 s interval: no request here gets a sample; the short path to the attributes
+    # still tells a request faster than the threshold (dropped) from a slower one (empty).
+    h = Harness(
+        PyinstrumentSpanProcessor(
+            profiler_mode="sampler", sampler_interval=10.0, slow_threshold=0.02
+        )
+    )
+    try:
+        with h.tracer.start_as_current_span("GET /fast", kind=SpanKind.SERVER):
+            pass
+        with h.tracer.start_as_current_span("GET /slow", kind=SpanKind.SERVER):
+            time.sleep(0.03)
+        spans = h.spans()
+        fast, slow = spans["GET /fast"].attributes, spans["GET /slow"].attributes
+        assert fast[attrs.PROFILE_DROPPED_FAST] is True
+        assert attrs.PROFILE_DROPPED_FAST not in slow
+        assert (fast[attrs.PROFILE_SAMPLE_COUNT], slow[attrs.PROFILE_SAMPLE_COUNT]) == (0, 0)
+        assert h.processor.stats.profiles_dropped_fast == 1
+        assert h.processor.stats.profiles_empty == 1
+        assert h.processor.stats.profiles_started == 2
+    finally:
+        h.provider.shutdown()
+
+
+def test_headers_are_redacted_when_a_span_adds_one_to_keys_seen_before() -> None:
+    # Spans whose keys were all seen before without a header skip the header scan: a span
+    # with the same keys plus a credential header must still be scanned and redacted.
+    h = Harness(PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=10.0))
+    plain = {"url.path": "/p", "http.request.method": "GET"}
+    try:
+        for _ in range(2):
+            with h.tracer.start_as_current_span("GET /p", kind=SpanKind.SERVER, attributes=plain):
+                pass
+        with h.tracer.start_as_current_span(
+            "GET /h", kind=SpanKind.SERVER, attributes=plain
+        ) as span:
+            span.set_attribute("http.response.header.set_cookie", ("sid=1",))
+        attributes = h.spans()["GET /h"].attributes
+        assert attributes["http.response.header.set_cookie"] == "[REDACTED]"
+        assert attributes["url.path"] == "/p"
+    finally:
+        h.provider.shutdown()
+
+
+def run_one_sample_requests(h: Harness, count: int) -> list[ReadableSpan]:
+    """``count`` requests that each get exactly one sample: a helper thread runs the
+    sampling pass once while the request waits for it (the processor's own thread ticks
+    every 10 s, at its requests' interval from the start: no random first offset)."""
+    sampler = shared_sampler()
+    interval, sampler._interval = sampler._interval, 10.0
+    asked, done = threading.Event(), threading.Event()
+
+    def helper() -> None:
+        for _ in range(count):
+            asked.wait()
+            asked.clear()
+            sampler._sample()
+            done.set()
+
+    thread = threading.Thread(target=helper)
+    thread.start()
+    try:
+        for _ in range(count):
+            with h.tracer.start_as_current_span("GET /one", kind=SpanKind.SERVER):
+                done.clear()
+                asked.set()
+                done.wait()
+    finally:
+        thread.join(timeout=10)
+        sampler._interval = interval  # the next tests' requests are sampled on time
+    return [s for s in h.exporter.get_finished_spans() if s.name == "GET /one"]
+
+
+def test_a_one_sample_tree_is_encoded_by_the_sampling_thread_as_the_request_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    encoded_on: list[str] = []
+    original = ProfileAttributes.first_sample_tree
+
+    def first_sample_tree(self: ProfileAttributes, *args: object) -> object:
+        encoded_on.append(threading.current_thread().name)
+        return original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ProfileAttributes, "first_sample_tree", first_sample_tree)
+    stopped: list[StoppedProfile] = []
+    original_stopped = ProfileModes.stopped_sampled
+
+    def stopped_sampled(self: ProfileModes, *args: object) -> StoppedProfile:
+        stopped.append(original_stopped(self, *args))  # type: ignore[arg-type]
+        return stopped[-1]
+
+    monkeypatch.setattr(ProfileModes, "stopped_sampled", stopped_sampled)
+    h = Harness(PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=10.0))
+    try:
+        # A stack's template is made at its second sighting: the third request on.
+        spans = run_one_sample_requests(h, 4)
+    finally:
+        h.provider.shutdown()
+    assert [s.attributes[attrs.PROFILE_SAMPLE_COUNT] for s in spans] == [1] * 4
+    assert h.processor.stats.profiles_attached == 4
+    assert "MainThread" not in encoded_on and len(encoded_on) == 4
+    ahead = [profile for profile in stopped if profile.first_tree is not None]
+    assert len(ahead) >= 2  # the requests after the template was made
+    for span, profile in zip(spans, stopped, strict=True):
+        tree = tree_of(span)
+        assert tree.function == "run_one_sample_requests"
+        # The same bytes as the request's end makes from the same sample without help.
+        unaided = h.processor._profile_attributes.of(
+            profile._replace(first_tree=None), h.processor._marker(0), (), lambda: 1 << 20
+        )
+        assert unaided[attrs.PROFILE_TREE] == span.attributes[attrs.PROFILE_TREE]
+
+
+def test_a_tree_encoded_ahead_still_keeps_the_span_attribute_length_limit() -> None:
+    # The sampling thread encodes under the processor's max_profile_bytes; the span's own
+    # length limit, smaller here, is checked at the request's end.
+    h = Harness(PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=10.0))
+    h.provider = TracerProvider(span_limits=SpanLimits(max_span_attribute_length=60))
+    h.provider.add_span_processor(h.processor)
+    h.provider.add_span_processor(SimpleSpanProcessor(h.exporter))
+    h.tracer = h.provider.get_tracer("tests")
+    try:
+        spans = run_one_sample_requests(h, 4)
+        assert [s.attributes[attrs.PROFILE_SAMPLE_COUNT] for s in spans] == [1] * 4
+        for span in spans:
+            tree = span.attributes.get(attrs.PROFILE_TREE)
+            if tree is not None:
+                assert len(tree) <= 60
+                tree_of(span)  # never a cut-off, undecodable value
+        assert (
+            h.processor.stats.profiles_dropped_oversize + h.processor.stats.profiles_attached == 4
+        )
+    finally:
+        h.provider.shutdown()
+
+
+@pytest.mark.parametrize("ending_hook", [True, False], ids=["on_ending", "end_override"])
+def test_sampled_requests_with_either_end_hook_and_shutdown(
+    monkeypatch: pytest.MonkeyPatch, ending_hook: bool
+) -> None:
+    # The sampler mode's own start and end: attributes written from _on_ending, or (an SDK
+    # that does not call it) from an override of end() that is undone afterwards; a span
+    # still running at shutdown ends without them, and nothing is profiled after.
+    monkeypatch.setattr(processor_module, "ENDING_HOOK_WORKS", ending_hook)
+    h = Harness(PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=10.0))
+    try:
+        span = h.tracer.start_span("GET /a", kind=SpanKind.SERVER)
+        assert ("end" in vars(span)) is not ending_hook
+        span.end()
+        assert "end" not in vars(span)
+        span.end()  # a second end is harmless
+        attributes = h.spans()["GET /a"].attributes
+        assert attributes[attrs.PROFILE_SAMPLE_COUNT] == 0
+        assert attributes[attrs.CPU_TIME] >= 0
+        running = h.tracer.start_span("GET /b", kind=SpanKind.SERVER)
+        h.processor.shutdown()
+        assert "end" not in vars(running)
+        running.end()
+        assert attrs.PROFILE_SAMPLE_COUNT not in h.spans()["GET /b"].attributes
+        with h.tracer.start_as_current_span("GET /c", kind=SpanKind.SERVER):
+            pass
+        assert attrs.PROFILE_SAMPLE_COUNT not in h.spans()["GET /c"].attributes
+        assert h.processor.stats.profiles_started == 2
+        assert h.processor._active == {}
+    finally:
+        h.provider.shutdown()
 
 
 @pytest.mark.parametrize(
