@@ -10,7 +10,10 @@ cycle, each in turn (in a fresh random order per cycle) serves one short batch o
 (``/fast``: 30, ~45 ms; ``/mixed``: 3, ~160 ms) while the others sleep. A variant and its
 baseline then run within a second of each other, in every cycle: their difference in that
 cycle is the profiler's cost under the machine's speed of that second, and the median over
-many cycles, with a distribution-free 95 % confidence interval, is the figure. By default
+many cycles, with a distribution-free 95 % confidence interval, is the figure. A process
+also keeps a speed of its own (two OTel-only processes differed by ~40 µs a 1.4 ms request
+over 100 cycles, the A/A row's interval excluding zero), so the workers are started afresh
+``--epochs`` times over the run and the cycles pooled. By default
 the requests of a batch run back to back (a saturated server); ``--utilization 0.5`` idles
 after each request as long as it took, so a profiler's work while no request runs (an
 always-on sampler samples idle threads too) counts as well.
@@ -187,45 +190,54 @@ def percentile(values: Sequence[float], share: float) -> float:
 
 
 def run(
-    variants: Sequence[str], cycles: int, seed: int, utilization: float
+    variants: Sequence[str], cycles: int, seed: int, utilization: float, epochs: int = 1
 ) -> dict[tuple[str, str], list[dict]]:
+    """``cycles`` cycles over every variant, in ``epochs`` runs of fresh worker processes
+    (a process keeps its own speed on this VM: the same variant in two processes differs by
+    tens of µs a request, which pairing by cycle cannot cancel; fresh processes make that a
+    spread to average over rather than a bias)."""
     env = {
         **os.environ,
         "PYINSTRUMENT_IGNORE_OVERHEAD_WARNING": "1",
         "PYTHONHASHSEED": "0",
         bench._UNITS_PER_MS_ENV: str(bench.units_per_ms()),
     }
-    workers = {variant: Worker(variant, env) for variant in variants}
-    failed = {}
-    for variant, worker in workers.items():
-        reason = worker.wait_ready()
-        if reason is not None:
-            failed[variant] = reason
-    for variant, reason in failed.items():
-        print(f"  {variant}: did not start: {reason}", file=sys.stderr)
-        del workers[variant]
     rng = random.Random(seed)
     idle = 1 / utilization - 1
     results: dict[tuple[str, str], list[dict]] = {}
+    failed: set[str] = set()
     began = time.monotonic()
-    try:
-        for cycle in range(cycles):
-            for path, count in BATCH.items():
-                order = list(workers)
-                rng.shuffle(order)
-                for variant in order:
-                    results.setdefault((variant, path), []).append(
-                        workers[variant].batch(path, count, idle)
+    done = 0
+    for epoch in range(epochs):
+        workers = {v: Worker(v, env) for v in variants if v not in failed}
+        for variant, worker in list(workers.items()):
+            reason = worker.wait_ready()
+            if reason is not None:
+                print(f"  {variant}: did not start: {reason}", file=sys.stderr)
+                failed.add(variant)
+                del workers[variant]
+        try:
+            for _ in range(cycles // epochs + (epoch < cycles % epochs)):
+                for path, count in BATCH.items():
+                    order = list(workers)
+                    rng.shuffle(order)
+                    for variant in order:
+                        results.setdefault((variant, path), []).append(
+                            workers[variant].batch(path, count, idle)
+                        )
+                done += 1
+                if done % 10 == 0 or done == cycles:
+                    print(
+                        f"  cycle {done}/{cycles}, epoch {epoch + 1}/{epochs} "
+                        f"({time.monotonic() - began:.0f} s)",
+                        file=sys.stderr,
                     )
-            if cycle % 10 == 9 or cycle == cycles - 1:
-                print(
-                    f"  cycle {cycle + 1}/{cycles} ({time.monotonic() - began:.0f} s)",
-                    file=sys.stderr,
-                )
-    finally:
-        for worker in workers.values():
-            worker.close()
-    return results
+        finally:
+            for worker in workers.values():
+                worker.close()
+    # A variant that failed to start in a later epoch has fewer cycles: its cycles would
+    # pair with other cycles of its baseline, so it is left out altogether.
+    return {key: value for key, value in results.items() if key[0] not in failed}
 
 
 def report(results: dict[tuple[str, str], list[dict]], variants: Sequence[str]) -> None:
@@ -293,6 +305,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the per-cycle order")
     parser.add_argument(
+        "--epochs",
+        type=int,
+        default=4,
+        help="fresh worker processes this many times over the run (default 4): a process "
+        "keeps its own speed, so one process per variant biases the comparison",
+    )
+    parser.add_argument(
         "--utilization",
         type=float,
         default=1.0,
@@ -320,7 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not 0 < args.utilization <= 1:
         parser.error("--utilization must be in (0, 1]")
-    results = run(variants, args.cycles, args.seed, args.utilization)
+    if not 1 <= args.epochs <= args.cycles:
+        parser.error("--epochs must be between 1 and --cycles")
+    results = run(variants, args.cycles, args.seed, args.utilization, args.epochs)
     report(results, variants)
     print(f"\n(total {time.monotonic() - began:.0f} s)")
     return 0
