@@ -324,23 +324,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve:
         serve(args.serve)
         return 0
-    variants: Sequence[str] = VARIANTS
-    if args.variants:
-        wanted = {"otel", "otel_again", *args.variants.split(",")}
-        unknown = wanted - set(VARIANTS)
-        if unknown:
-            parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
-        wanted |= {BASELINES[v] for v in wanted if v in BASELINES}
-        variants = tuple(v for v in VARIANTS if v in wanted)
+    variants = bench.chosen_variants(args.variants, VARIANTS, BASELINES, parser.error)
+    if not 0 < args.utilization <= 1:
+        parser.error("--utilization must be in (0, 1]")
+    if not 1 <= args.epochs <= args.cycles:
+        parser.error("--epochs must be between 1 and --cycles")
     began = time.monotonic()
     print(
         f"work: {bench.units_per_ms()} records a millisecond (calibrated, no profiler); "
         f"server busy {args.utilization:.0%} of the time"
     )
-    if not 0 < args.utilization <= 1:
-        parser.error("--utilization must be in (0, 1]")
-    if not 1 <= args.epochs <= args.cycles:
-        parser.error("--epochs must be between 1 and --cycles")
     results = run(variants, args.cycles, args.seed, args.utilization, args.epochs)
     report(results, variants)
     print(f"\n(total {time.monotonic() - began:.0f} s)")

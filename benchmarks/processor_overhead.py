@@ -962,6 +962,25 @@ def print_increments(
         )
 
 
+def chosen_variants(
+    requested: str | None,
+    variants: Sequence[str],
+    baselines: dict[str, str],
+    error: Callable[[str], Any],
+) -> tuple[str, ...]:
+    """``variants`` narrowed to the comma-separated ``requested`` (all when None), in their
+    order; OTel only, its A/A twin and the baseline of every profiler asked for always run.
+    An unknown name goes to ``error`` (argparse's, which exits)."""
+    if not requested:
+        return tuple(variants)
+    wanted = {"otel", "otel_again", *requested.split(",")}
+    unknown = wanted - set(variants)
+    if unknown:
+        error(f"unknown variants: {', '.join(sorted(unknown))}")
+    wanted |= {baselines[v] for v in wanted if v in baselines}
+    return tuple(v for v in variants if v in wanted)
+
+
 # -- main -------------------------------------------------------------------------------
 
 
@@ -999,15 +1018,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"    {name:<38}{saved:>8.1f}")
         return 0
 
-    variants = VARIANTS
-    if args.variants:
-        # OTel only, its A/A twin and the baseline of every profiler asked for always run.
-        wanted = {"otel", "otel_again", *args.variants.split(",")}
-        unknown = wanted - set(VARIANTS)
-        if unknown:
-            parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
-        wanted |= {PROFILER_BASELINES[v] for v in wanted if v in PROFILER_BASELINES}
-        variants = tuple(v for v in VARIANTS if v in wanted)
+    variants = chosen_variants(args.variants, VARIANTS, PROFILER_BASELINES, parser.error)
     if args.no_requests:
         variants = ()
     began = time.monotonic()
