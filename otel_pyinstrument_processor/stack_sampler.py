@@ -199,8 +199,9 @@ class StackSampler:
         request already sampled on this thread is replaced. With ``aggregate_after``
         (seconds), the samples are also aggregated into :attr:`SampledRequest.aggregator`
         from that age of the request on. With ``cpu_start`` (the thread's
-        ``time.thread_time()`` now), a sample during which the thread was mostly off the
-        CPU ends in a :data:`WAIT_FRAME` frame."""
+        ``time.thread_time()`` now), each sample stands for the thread's state when it was
+        due (:func:`thread_state`): off the CPU, it ends in a :data:`WAIT_FRAME` frame;
+        computing in code no longer on the stack, in a :data:`CPU_FRAME` frame."""
         request = SampledRequest(
             threading.get_ident(),
             stem_anchor(caller),
