@@ -142,10 +142,10 @@ def _template(
 # Two times no payload shows by chance (a line or string would have to hold the digits).
 _PROBES = (8_765_432_109_876, 9_182_736_450_123)
 _MAX_TEMPLATES = 4096
-# (stack, start call stack) -> (the options it was made under, its payload's pieces).
-_TEMPLATES: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[PruneOptions, list[bytes] | None]]
-_TEMPLATES = {}
-_SEEN_ONCE: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+_StackKey = tuple[tuple[str, ...], tuple[str, ...]]  # (stack, start call stack)
+# A stack's key -> (the options its template was made under, the payload's pieces).
+_TEMPLATES: dict[_StackKey, tuple[PruneOptions, list[bytes] | None]] = {}
+_SEEN_ONCE: set[_StackKey] = set()
 
 
 def payload_of_builders(top: Builder, options: PruneOptions) -> bytes | None:
