@@ -11,7 +11,8 @@ help:
 	@echo "make test   set up .venv, lint (ruff, import-linter), run the test suite"
 	@echo "make demo   send traffic from the example Flask app to a running 'make run'"
 
-$(STAMP): pyproject.toml
+# (setup.py and the C source: pip builds the sampler's native reader in place.)
+$(STAMP): pyproject.toml setup.py otel_pyinstrument_processor/_native_sampler.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
@@ -42,4 +43,4 @@ test: lint node-interop
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build otel_pyinstrument_processor/*.so

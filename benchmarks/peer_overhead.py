@@ -57,6 +57,7 @@ VARIANTS = (
     "ours_nosample",
     "ours_notree",
     "ours_sampler",
+    "ours_pysampler",
     "sentry_traces",
     "sentry",
     "datadog_traces",

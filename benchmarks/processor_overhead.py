@@ -76,6 +76,7 @@ VARIANTS = (
     "ours_default",
     "ours_hook",
     "ours_sampler",
+    "ours_pysampler",
     "pyinstrument_mw",
     "sentry_traces",
     "sentry",
@@ -99,6 +100,7 @@ PROFILER_BASELINES = {
     "otel_again": "otel",
     "ours_hook": "otel",
     "ours_sampler": "otel",
+    "ours_pysampler": "otel",
     "pyinstrument_mw": "otel",
     "pyroscope": "otel",
     "sentry": "sentry_traces",
@@ -282,6 +284,14 @@ def _instrument(app: Any, variant: str) -> None:
         # mode; Sentry's, Datadog's and Pyroscope's rate) instead of pyinstrument's hook.
         provider.add_span_processor(
             PyinstrumentSpanProcessor(sampling_rate=1.0, profiler_mode="sampler")
+        )
+    elif variant == "ours_pysampler":
+        # ours_sampler with the Python sampling thread instead of the native stack reader
+        # (the fallback where the extension is not built: sampler_backend="python").
+        provider.add_span_processor(
+            PyinstrumentSpanProcessor(
+                sampling_rate=1.0, profiler_mode="sampler", sampler_backend="python"
+            )
         )
     elif variant == "ours_nosample":
         # Every request profiled, none sampled (the thread ticks every 10 s): the processor's

@@ -11,8 +11,10 @@ The sampling thread (``profiler_mode="sampler"``) reads the request's stack only
 holds the GIL, and a thread that computes keeps the GIL until it blocks or until the
 interpreter's switch interval (5 ms) makes it yield. So a CPU burst shorter than the switch
 interval that ends in a wait is never seen: the sample lands where the thread blocked, and
-the burst's time goes to the wait. pyinstrument's hook (``profiler_mode="pyinstrument"``)
-runs on the request's own thread and has no such blind spot.
+the burst's time goes to the wait, unless the sample is told apart by the thread's CPU
+clock (the ``[cpu]`` frame). The native reader (``sampler_backend: native``) reads the stack
+at the due time without the GIL, and has no such blind spot; nor has pyinstrument's hook
+(``profiler_mode="pyinstrument"``), which runs on the request's own thread.
 
     PYTHONPATH=. .venv/bin/python benchmarks/sampler_attribution.py
 """
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable
 
 from otel_pyinstrument_processor.hook_profile import HookProfile
-from otel_pyinstrument_processor.stack_sampler import StackSampler
+from otel_pyinstrument_processor.stack_sampler import StackSampler, native_reader
 
 PATTERNS = ((1, 1), (3, 2), (4, 6), (8, 2), (20, 5))  # (cpu ms, io ms) per burst
 REQUESTS = 20
@@ -72,8 +74,8 @@ def shares(records: list[tuple[list[str], float]]) -> dict[str, float]:
     return found
 
 
-def sampled(cpu_ms: float, io_ms: float) -> list[tuple[list[str], float]]:
-    sampler = StackSampler()
+def sampled(cpu_ms: float, io_ms: float, native: object = None) -> list[tuple[list[str], float]]:
+    sampler = StackSampler(native)
     records: list[tuple[list[str], float]] = []
     try:
         for _ in range(REQUESTS):
@@ -99,9 +101,15 @@ def hooked(cpu_ms: float, io_ms: float) -> list[tuple[list[str], float]]:
 
 def main() -> int:
     modes: dict[str, Callable[[float, float], list[tuple[list[str], float]]]] = {
-        "sampler (100 Hz)": sampled,
+        "python sampler (100 Hz)": sampled,
         "pyinstrument (1 kHz)": hooked,
     }
+    native = native_reader()
+    if native is not None:
+        modes = {
+            "native sampler (100 Hz)": lambda cpu, io: sampled(cpu, io, native),
+            **modes,
+        }
     print(
         f"{REQUESTS} requests of {REPS} bursts each: the share of their time each mode puts "
         "under compute()\n(in brackets: as CPU the sampler did not see, a [cpu] frame under "

@@ -136,6 +136,7 @@ class ProfileModes:
         interval: float,
         sampler_interval: float,
         max_duration: float | None,
+        sampler_backend: str = "auto",
         use_timing_thread: bool | None,
         slow_threshold: float = 0.0,
     ) -> None:
@@ -143,6 +144,7 @@ class ProfileModes:
         self.slow_threshold = slow_threshold
         self.interval = interval
         self.sampler_interval = sampler_interval
+        self.sampler_backend = sampler_backend
         self.max_duration = max_duration or None
         self.encode_first_sample: FirstSampleEncoder | None = None
         """Set by the processor: encodes the tree of a sampled profile's first sample on
@@ -303,7 +305,7 @@ class ProfileModes:
         # object survives fork; its thread and state are reset in the child.)
         sampler = self.sampler
         if sampler is None:
-            sampler = self.sampler = shared_sampler()
+            sampler = self.sampler = shared_sampler(self.sampler_backend)
         return sampler
 
     def _timing_thread(self) -> bool:

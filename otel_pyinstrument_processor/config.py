@@ -69,6 +69,11 @@ class ProfilerConfig:
     use pyinstrument (a thread sampler cannot attribute coroutines)."""
     sampler_interval: float = 0.01
     """The sampling thread's interval in ``sampler`` mode."""
+    sampler_backend: str = "auto"
+    """Which thread reads the stacks in ``sampler`` mode: ``native`` (a thread of the
+    package's C extension that never takes the GIL; CPython 3.11 on Linux), ``python`` (a
+    Python thread reading ``sys._current_frames()``), or ``auto`` (default: native where it
+    is built and can read the process's memory, else python)."""
     max_profile_bytes: int = 64 * 1024
     min_share: float = 0.005
     track_sql: bool = True
@@ -149,8 +154,9 @@ _FLOATS = {
     "batch_timeout",
     "request_timeout",
 }
-_STRINGS = {"project_key", "api_endpoint", "service_name", "profiler_mode"}
+_STRINGS = {"project_key", "api_endpoint", "service_name", "profiler_mode", "sampler_backend"}
 PROFILER_MODES = ("pyinstrument", "sampler")
+SAMPLER_BACKENDS = ("auto", "native", "python")
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
@@ -233,6 +239,14 @@ def _validate(config: ProfilerConfig, source: str) -> None:
         fail("sampler_interval", "must be a number of seconds > 0")
     if config.profiler_mode not in PROFILER_MODES:
         fail("profiler_mode", f"must be one of {', '.join(PROFILER_MODES)}")
+    if config.sampler_backend not in SAMPLER_BACKENDS:
+        fail("sampler_backend", f"must be one of {', '.join(SAMPLER_BACKENDS)}")
+    if config.sampler_backend == "native":
+        from otel_pyinstrument_processor.stack_sampler import native_unavailable_reason
+
+        reason = native_unavailable_reason()
+        if reason is not None:
+            fail("sampler_backend", f"is not available here ({reason}); use auto or python")
     for key in ("max_profiles_per_second", "max_trace_duration"):
         value = getattr(config, key)
         if value is not None and (not _is_real(value) or value < 0):

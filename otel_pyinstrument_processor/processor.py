@@ -84,6 +84,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         use_timing_thread: bool | None = None,
         profiler_mode: str = "sampler",
         sampler_interval: float = 0.01,
+        sampler_backend: str = "auto",
     ) -> None:
         """Raise ValueError for a ``sampling_rate`` outside [0, 1], an ``interval`` that is
         not > 0, a ``max_profile_bytes`` that is not a positive int, or a ``min_share``
@@ -94,7 +95,9 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         per process reads the stacks of threads serving a profiled request every
         ``sampler_interval`` seconds; cheap, coarser; asyncio requests still use
         pyinstrument) or ``"pyinstrument"`` (pyinstrument's per-call hook, ``interval``
-        resolution, far costlier)."""
+        resolution, far costlier). ``sampler_backend``: ``"auto"`` (native where
+        available), ``"native"`` or ``"python"``: which thread reads the stacks in sampler
+        mode (see :class:`ProfilerConfig`)."""
         if not _is_number(sampling_rate) or not 0 <= sampling_rate <= 1:
             raise ValueError(f"sampling_rate must be a number in [0, 1], got {sampling_rate!r}")
         if not _is_number(interval) or interval <= 0:
@@ -109,6 +112,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
         ProfilerConfig(
             profiler_mode=profiler_mode,
             sampler_interval=sampler_interval,
+            sampler_backend=sampler_backend,
             route_sampling_rates=dict(route_sampling_rates or {}),
             excluded_paths=tuple(excluded_paths),
             include_patterns=tuple(include_patterns),
@@ -143,6 +147,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             mode=profiler_mode,
             interval=self._interval,
             sampler_interval=float(sampler_interval),
+            sampler_backend=sampler_backend,
             max_duration=max_trace_duration,
             use_timing_thread=use_timing_thread,
             slow_threshold=self._slow_threshold,
@@ -195,6 +200,7 @@ class PyinstrumentSpanProcessor(SpanProcessor):
             slow_query_threshold=config.slow_query_threshold,
             profiler_mode=config.profiler_mode,
             sampler_interval=config.sampler_interval,
+            sampler_backend=config.sampler_backend,
         )
 
     @property

@@ -30,6 +30,14 @@ dict of pending registrations that the sampling thread takes in at its next tick
 waits for a sampling pass in progress, so that its samples are complete when it returns.
 Coroutines cannot be attributed from another thread, so asyncio requests keep pyinstrument's
 strict async mode.
+
+Where it is built and can read this process's memory (CPython 3.11 on Linux), the stacks are
+read by the native thread of ``_native_sampler.c`` instead (``sampler_backend``: ``auto``, the
+default, picks it): it never takes the GIL, so a tick costs the computing request thread
+nothing, and it reads the stack at the moment the sample is due (whether the thread was on
+the CPU is then read off the GIL's holder and the thread's CPU clock: no ``[cpu]`` frames).
+The request's thread turns its samples into identifiers when it ends. The Python thread
+above is the fallback everywhere else, and ``sampler_backend: python`` asks for it.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import threading
 import time
 import types
 from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from pyinstrument.frame_info import ATTRIBUTE_MARKER_CLASS_NAME, ATTRIBUTES_SEP, IDENTIFIER_SEP
@@ -85,6 +94,8 @@ class SampledRequest:
     # _under_persisting_frame), held until the next one so that their ids stay theirs.
     previous_frames: list[types.FrameType] | None = None
     stopped_early = False
+    # The native sampler's handle of the request (see StackSampler.add), when it samples it.
+    native_handle: int | None = None
     # The sampling thread also aggregates the samples into a tree as it takes them, once
     # the request has run `aggregate_after` seconds (keep-if-slow drops faster ones' trees
     # unbuilt), so the request's thread only finishes the tree. The aggregator is made at
@@ -152,7 +163,10 @@ class StackSampler:
     thread when no processor uses it any more.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, native: Any = None) -> None:
+        """``native``: the loaded native reader (:func:`native_reader`) to sample with, or
+        None for the Python sampling thread."""
+        self._native = native
         self._reset()
         if hasattr(os, "register_at_fork"):
             # The thread does not survive fork: the child starts its own on its first span.
@@ -179,8 +193,15 @@ class StackSampler:
         self._codes: dict[int, tuple[types.CodeType, str]] = {}
 
     @property
+    def backend(self) -> str:
+        """``native`` or ``python``: which thread reads the stacks."""
+        return "python" if self._native is None else "native"
+
+    @property
     def running(self) -> bool:
         """True while the sampling thread is alive."""
+        if self._native is not None:
+            return bool(self._native.stats()["running"])
         thread = self._thread
         return thread is not None and thread.is_alive()
 
@@ -216,6 +237,18 @@ class StackSampler:
     def add(self, user: object, request: SampledRequest) -> None:
         """Start sampling ``request`` (made on its own thread, now) for ``user``, as
         :meth:`begin` does; for callers that make the request themselves."""
+        native = self._native
+        if native is not None:
+            if id(user) not in self._users:
+                self._add_user(user)
+            deadline = request.deadline
+            cpu = request.cpu_start
+            request.native_handle = native.register(
+                request.interval,
+                0.0 if deadline is None else deadline - request.started,
+                time.thread_time() if cpu is None else cpu,
+            )
+            return
         if request.interval > self._interval * 1.5:
             # The thread ticks faster (another processor's requests): a first sample at
             # a random point of this request's first interval, as a thread ticking at
@@ -233,6 +266,11 @@ class StackSampler:
 
     def end(self, request: SampledRequest) -> Sequence[tuple[list[str], float]]:
         """Stop sampling ``request`` and return its samples (stack root first, elapsed s)."""
+        handle = request.native_handle
+        if handle is not None:
+            # First thing: a sample read meanwhile would show this sampler's frames.
+            records, stopped_early = self._native.end(handle)
+            return self._ended_native(request, records, stopped_early)
         request.ended = True
         # Lock-free unless the sampling thread has taken the request in. The thread sets
         # `seen` before it reads `ended` (under its lock); this side sets `ended` before it
@@ -246,6 +284,39 @@ class StackSampler:
         else:
             request.anchor = None
         return request.records
+
+    def _ended_native(
+        self,
+        request: SampledRequest,
+        records: list[tuple[list[str], float]] | None,
+        stopped_early: bool,
+    ) -> Sequence[tuple[list[str], float]]:
+        """The rest of :meth:`end` for a request of the native reader: its samples, and,
+        when it has some, its stem walked here (on the request's thread, from the held
+        anchor)."""
+        request.ended = True
+        request.native_handle = None
+        if stopped_early:
+            request.stopped_early = True
+        if records:
+            frame, request.anchor = request.anchor, None
+            if request.anchor_in_plumbing:
+                frame = _application_frame(frame)
+            if frame is not None:
+                request.start_call_stack = self._native.stem(frame)
+            _trim_plumbing(records)
+            elapsed = 0.0
+            for _stack, seconds in records:
+                elapsed += seconds
+            request.last = request.started + elapsed
+            aggregate_from = request.aggregate_from
+            if len(records) == 1 and aggregate_from is not None and request.last >= aggregate_from:
+                # The one-sample tree's shortcut (see SampledRequest.took_sample), here
+                # rather than on the sampling thread, which runs no Python code.
+                request.took_sample(records)
+            return records  # type: ignore[no-any-return]
+        request.anchor = None
+        return ()  # no sample, or a request registered before this process forked
 
     def request_on(self, thread_id: int) -> SampledRequest | None:
         """The request being sampled on ``thread_id``, if any (for tests and diagnostics)."""
@@ -280,6 +351,9 @@ class StackSampler:
                 return
             self._stopping = True
             thread, self._thread = self._thread, None
+        if self._native is not None:
+            self._native.stop()
+            return
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=1.0)
@@ -602,12 +676,54 @@ def _application_frame(frame: types.FrameType | None) -> types.FrameType | None:
     return None
 
 
+# identifier -> is it span-starting or -ending plumbing (see _trim_plumbing)?
+_plumbing_identifiers: dict[str, bool] = {}
+
+
+def _trim_plumbing(records: list[tuple[list[str], float]]) -> None:
+    """Cut the span's own start and end out of the first and last of a native request's
+    samples: the native reader samples whenever the tick is due, also in the SDK's
+    ``start_span`` after the processor registered the request and in ``Span.end`` before
+    it ended it (the Python thread, needing the GIL, hardly ever does). Their innermost
+    span plumbing frames (:data:`_PLUMBING`: OpenTelemetry, contextlib, this package; and
+    a ``[wait]`` on them) are cut, so that the time stays with the application frame that
+    started or ended the span."""
+    verdicts = _plumbing_identifiers
+    for index in {0, len(records) - 1}:
+        stack, elapsed = records[index]
+        top = len(stack) - 1 if stack and stack[-1] == WAIT_FRAME else len(stack)
+        cut = top
+        while cut > 1:
+            identifier = stack[cut - 1]
+            plumbing = verdicts.get(identifier)
+            if plumbing is None:
+                if len(verdicts) >= _MAX_CACHED_CODES:
+                    verdicts.clear()
+                parts = identifier.split(IDENTIFIER_SEP, 2)
+                plumbing = verdicts[identifier] = len(parts) > 1 and any(
+                    part in parts[1] for part in _PLUMBING
+                )
+            if not plumbing:
+                break
+            cut -= 1
+        if cut < top:
+            records[index] = (stack[:cut], elapsed)
+
+
 def frame_identifier(code: types.CodeType) -> str:
     """pyinstrument's frame info for ``code``: ``function\\x00file\\x00first_line``, plus
     ``\\x01c<Class>`` when the qualified name shows a class (pyinstrument reads ``self``)."""
-    identifier = f"{code.co_name}{IDENTIFIER_SEP}{code.co_filename}{IDENTIFIER_SEP}"
-    identifier += str(code.co_firstlineno)
-    qualname: str = getattr(code, "co_qualname", code.co_name)
+    return identifier_of(
+        code.co_name,
+        code.co_filename,
+        code.co_firstlineno,
+        getattr(code, "co_qualname", code.co_name),
+    )
+
+
+def identifier_of(name: str, filename: str, first_line: int, qualname: str) -> str:
+    """:func:`frame_identifier` from a code object's fields (the native reader copies them)."""
+    identifier = f"{name}{IDENTIFIER_SEP}{filename}{IDENTIFIER_SEP}{first_line}"
     owner, _, _ = qualname.rpartition(".")
     if owner and not owner.endswith(">"):
         identifier += f"{ATTRIBUTES_SEP}{ATTRIBUTE_MARKER_CLASS_NAME}{owner}"
@@ -680,7 +796,36 @@ CPU_FRAME = f"[cpu]{IDENTIFIER_SEP}<built-in>{IDENTIFIER_SEP}0"
 # a built-in, as the C function it stands for would be.
 WAIT_FRAME = f"[wait]{IDENTIFIER_SEP}<built-in>{IDENTIFIER_SEP}0"
 
-_shared: StackSampler | None = None
+# A frame whose code object the native reader could not copy out (or past the 32,768
+# distinct code objects it remembers).
+UNKNOWN_FRAME = f"<unknown>{IDENTIFIER_SEP}<unknown>{IDENTIFIER_SEP}0"
+
+_native_module: Any = None
+_native_error: str | None = None
+
+
+def native_reader() -> Any:
+    """The native stack reader (``_native_sampler``), loaded and set up once; None where it
+    is not built or cannot read this process's memory (:func:`native_unavailable_reason`)."""
+    global _native_module, _native_error
+    if _native_module is None and _native_error is None:
+        try:
+            from otel_pyinstrument_processor import _native_sampler  # type: ignore[attr-defined]
+
+            _native_sampler.init(identifier_of, WAIT_FRAME, UNKNOWN_FRAME)
+            _native_module = _native_sampler
+        except ImportError as exc:
+            _native_error = str(exc) or type(exc).__name__
+            _logger.debug("pystrument: no native stack reader: %s", _native_error)
+    return _native_module
+
+
+def native_unavailable_reason() -> str | None:
+    """Why :func:`native_reader` is None (None when it is available)."""
+    return None if native_reader() is not None else _native_error
+
+
+_shared: dict[str, StackSampler] = {}
 _shared_lock = threading.Lock()
 
 
@@ -694,10 +839,18 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_shared_lock)
 
 
-def shared_sampler() -> StackSampler:
-    """The process's sampler (created on first use; its thread starts on first request)."""
-    global _shared
+def shared_sampler(backend: str = "auto") -> StackSampler:
+    """The process's sampler for ``backend`` (``auto``, ``native`` or ``python``; ``auto``:
+    native where available, else python), created on first use; its thread starts on the
+    first request. Raises ValueError for ``native`` where it is not available."""
+    if backend not in ("auto", "native", "python"):
+        raise ValueError(f"sampler_backend must be auto, native or python, got {backend!r}")
+    native = None if backend == "python" else native_reader()
+    if backend == "native" and native is None:
+        raise ValueError(f"sampler_backend native is not available: {_native_error}")
+    key = "python" if native is None else "native"
     with _shared_lock:
-        if _shared is None:
-            _shared = StackSampler()
-        return _shared
+        sampler = _shared.get(key)
+        if sampler is None:
+            sampler = _shared[key] = StackSampler(native)
+        return sampler

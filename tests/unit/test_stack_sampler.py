@@ -1,4 +1,8 @@
-"""The sampling-thread profiler mode (``profiler_mode="sampler"``) with the real SDK."""
+"""The sampling-thread profiler mode (``profiler_mode="sampler"``) with the real SDK.
+
+Every test runs with each stack reader: the native thread (``_native_sampler``; skipped
+where it is not built) and the Python sampling thread (the fallback), except those about
+one reader's own workings."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from otel_pyinstrument_processor import (
     ConfigError,
     ProfilerConfig,
     PyinstrumentSpanProcessor,
+    stack_sampler,
 )
 from otel_pyinstrument_processor import attributes as attrs
 from otel_pyinstrument_processor import processor as processor_module
@@ -35,6 +40,7 @@ from otel_pyinstrument_processor.stack_sampler import (
     WAITING,
     StackSampler,
     frame_identifier,
+    native_reader,
     shared_sampler,
     thread_state,
 )
@@ -53,6 +59,23 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def sampler_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "pystrument-sampler"]
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The stack reader the processors of the test use (``sampler_backend: auto`` picks
+    the native one where it loads: hidden for the Python one)."""
+    if request.param == "native":
+        if native_reader() is None:
+            pytest.skip(f"no native reader: {stack_sampler.native_unavailable_reason()}")
+    else:
+        monkeypatch.setattr(stack_sampler, "native_reader", lambda: None)
+    return str(request.param)
+
+
+def python_reader_only(backend: str) -> None:
+    if backend != "python":
+        pytest.skip("about the Python sampling thread's own workings")
 
 
 @pytest.fixture
@@ -127,24 +150,32 @@ def test_concurrent_requests_on_two_threads_get_only_their_own_frames(harness: H
     assert_two_concurrent_requests_see_only_their_own_frames(harness, cpu_alpha, cpu_beta)
 
 
-def test_thread_starts_on_the_first_profiled_span_and_stops_on_shutdown() -> None:
+def test_thread_starts_on_the_first_profiled_span_and_stops_on_shutdown(backend: str) -> None:
+    sampler = shared_sampler()
+    assert sampler.backend == backend
     assert sampler_threads() == []  # every earlier test shut its processor down
+    assert sampler.running is False
     h = Harness(PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=0.005))
     with h.tracer.start_as_current_span("not profiled", kind=SpanKind.INTERNAL):
         pass
-    assert sampler_threads() == []
+    assert sampler.running is False
+    # The native reader's thread is not a Python thread: threading does not list it.
+    python_threads = 1 if backend == "python" else 0
     with h.tracer.start_as_current_span("req", kind=SpanKind.SERVER):
-        assert len(sampler_threads()) == 1
+        assert len(sampler_threads()) == python_threads
+        assert sampler.running is True
         busy_alpha()
-    assert len(sampler_threads()) == 1  # idle between requests, not restarted per request
+    assert len(sampler_threads()) == python_threads  # idle between requests, not restarted
+    assert sampler.running is True
     h.provider.shutdown()
     assert sampler_threads() == []
-    assert shared_sampler().running is False
+    assert sampler.running is False
 
 
-def test_a_begin_during_release_leaves_one_sampling_thread() -> None:
+def test_a_begin_during_release_leaves_one_sampling_thread(backend: str) -> None:
     """release() lets go of the lock before it joins the thread: a begin() in that window
     starts a new thread; the old one must end rather than sample beside it."""
+    python_reader_only(backend)
     sampler = StackSampler()
     first, second = object(), object()
     request = sampler.begin(first, 0.005, sys._getframe())
@@ -166,9 +197,10 @@ def test_a_begin_during_release_leaves_one_sampling_thread() -> None:
     assert not sampler.running
 
 
-def test_a_request_ended_before_the_thread_takes_it_in_is_never_sampled() -> None:
+def test_a_request_ended_before_the_thread_takes_it_in_is_never_sampled(backend: str) -> None:
     # begin() only queues the request; end() before the next tick needs no lock, and the
     # sampling thread must then drop it unsampled (and let go of its frames).
+    python_reader_only(backend)
     sampler = StackSampler()
     owner = object()
     request = sampler.begin(owner, 0.005, sys._getframe())
@@ -187,11 +219,17 @@ def test_a_request_ended_before_the_thread_takes_it_in_is_never_sampled() -> Non
         sampler.release(owner)
 
 
-def test_no_sample_lands_after_end_returns_under_concurrent_requests() -> None:
+THREAD_STEM = ["_bootstrap", "_bootstrap_inner", "run", "serve"]
+SERVE_CALLS = {"uniform", "begin", "__init__", "add", "end", "_ended_native", "[wait]", "[cpu]"}
+
+
+def test_no_sample_lands_after_end_returns_under_concurrent_requests(backend: str) -> None:
     """Eight threads begin and end requests back to back while the sampler ticks every
     millisecond: whatever end() returned is final (the lock-free path must not let a
-    sampling pass in progress add a sample afterwards), and nothing stays registered."""
-    sampler = StackSampler()
+    sampling pass in progress add a sample afterwards), and nothing stays registered. For
+    the native reader, also: stacks read while their threads change them are never torn
+    into frames of another thread or garbage."""
+    sampler = StackSampler(native_reader() if backend == "native" else None)
     owner = object()
     finished: list[tuple[object, int]] = []
     failures: list[BaseException] = []
@@ -205,6 +243,12 @@ def test_no_sample_lands_after_end_returns_under_concurrent_requests() -> None:
                     pass
                 records = sampler.end(request)
                 finished.append((request, len(records)))
+                for stack, _elapsed in records:
+                    names = [identifier.split("\x00")[0] for identifier in stack]
+                    # The thread's frames, or what serve() calls (a stack read as it
+                    # runs random.uniform or the sampler's begin or end).
+                    if names[:4] != THREAD_STEM or not set(names[4:]) <= SERVE_CALLS:
+                        raise AssertionError(f"a stack not of this request: {names}")
         except BaseException as exc:  # pragma: no cover - reported below
             failures.append(exc)
 
@@ -219,10 +263,13 @@ def test_no_sample_lands_after_end_returns_under_concurrent_requests() -> None:
         time.sleep(0.05)  # the thread's next passes drop the ended requests
         assert not failures
         assert len(finished) == 8 * 300
-        assert all(len(request.records) == count for request, count in finished)
         assert sum(count for _, count in finished) > 0  # the sampler did sample some
-        with sampler._lock:
-            assert sampler._requests == {} and sampler._pending == {}
+        if backend == "python":
+            assert all(len(request.records) == count for request, count in finished)
+            with sampler._lock:
+                assert sampler._requests == {} and sampler._pending == {}
+        else:
+            assert sampler._native.stats()["active"] == 0
     finally:
         sys.setswitchinterval(switch_interval)
         sampler.release(owner)
@@ -298,6 +345,32 @@ def test_mode_is_selected_by_env_and_checked(monkeypatch: pytest.MonkeyPatch) ->
         PyinstrumentSpanProcessor(sampler_interval=0)
 
 
+def test_the_stack_reader_is_selected_by_env_and_checked(
+    monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    monkeypatch.setenv("PYSTRUMENT_SAMPLER_BACKEND", "python")
+    config = ProfilerConfig.load()
+    assert config.sampler_backend == "python"
+    processor = PyinstrumentSpanProcessor.from_config(config)
+    try:
+        assert processor._modes._sampler().backend == "python"
+    finally:
+        processor.shutdown()
+    monkeypatch.setenv("PYSTRUMENT_SAMPLER_BACKEND", "rust")
+    with pytest.raises(ConfigError, match="PYSTRUMENT_SAMPLER_BACKEND"):
+        ProfilerConfig.load()
+    # Asked for by name where it cannot run: the start fails and says why, naming the key.
+    monkeypatch.setattr(stack_sampler, "native_unavailable_reason", lambda: "not built")
+    with pytest.raises(ValueError, match=r"sampler_backend is not available here \(not built\)"):
+        PyinstrumentSpanProcessor(sampler_backend="native")
+    # auto falls back to the Python thread (this test's `backend` decides which it finds).
+    processor = PyinstrumentSpanProcessor(sampler_backend="auto")
+    try:
+        assert processor._modes._sampler().backend == backend
+    finally:
+        processor.shutdown()
+
+
 FORK_SCRIPT = """
 import os, sys, threading, time
 from opentelemetry.sdk.trace import TracerProvider
@@ -313,7 +386,7 @@ def busy_in_child():
     end = time.perf_counter() + 0.06
     while time.perf_counter() < end:
         pass
-    request = shared_sampler().request_on(threading.get_ident())
+    request = shared_sampler("BACKEND").request_on(threading.get_ident())
     give_up = time.monotonic() + 10.0
     while request is not None and len(request.records) < 2 and time.monotonic() < give_up:
         pass
@@ -321,7 +394,9 @@ def busy_in_child():
 exporter = InMemorySpanExporter()
 provider = TracerProvider()
 provider.add_span_processor(
-    PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=0.005)
+    PyinstrumentSpanProcessor(
+        profiler_mode="sampler", sampler_interval=0.005, sampler_backend="BACKEND"
+    )
 )
 provider.add_span_processor(SimpleSpanProcessor(exporter))
 tracer = provider.get_tracer("fork")
@@ -341,9 +416,9 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 
 @pytest.mark.skipif(not hasattr(sys.modules["os"], "fork"), reason="needs os.fork")
-def test_forked_child_samples_with_its_own_thread() -> None:
+def test_forked_child_samples_with_its_own_thread(backend: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", FORK_SCRIPT],
+        [sys.executable, "-c", FORK_SCRIPT.replace("BACKEND", backend)],
         cwd=REPO_ROOT,
         timeout=60,
         capture_output=True,
@@ -380,10 +455,13 @@ def test_request_without_a_sample_carries_cpu_time_and_the_sample_count_only() -
         h.provider.shutdown()
 
 
-def test_each_request_is_sampled_at_its_own_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_request_is_sampled_at_its_own_interval(
+    monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
     """One sampling thread serves every processor of the process; a request is sampled at
     its own processor's interval, not at the shortest one any processor ever asked for (a
     processor that is never shut down would otherwise keep them all at its rate)."""
+    python_reader_only(backend)
     from otel_pyinstrument_processor import stack_sampler
 
     # The long-interval request's first sample falls at a random point of its interval:
@@ -556,8 +634,9 @@ def run_one_sample_requests(h: Harness, count: int) -> list[ReadableSpan]:
 
 
 def test_a_one_sample_tree_is_encoded_by_the_sampling_thread_as_the_request_would(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
+    python_reader_only(backend)
     encoded_on: list[str] = []
     original = ProfileAttributes.first_sample_tree
 
@@ -595,7 +674,8 @@ def test_a_one_sample_tree_is_encoded_by_the_sampling_thread_as_the_request_woul
         assert unaided[attrs.PROFILE_TREE] == span.attributes[attrs.PROFILE_TREE]
 
 
-def test_a_tree_encoded_ahead_still_keeps_the_span_attribute_length_limit() -> None:
+def test_a_tree_encoded_ahead_still_keeps_the_span_attribute_length_limit(backend: str) -> None:
+    python_reader_only(backend)
     # The sampling thread encodes under the processor's max_profile_bytes; the span's own
     # length limit, smaller here, is checked at the request's end.
     h = Harness(PyinstrumentSpanProcessor(profiler_mode="sampler", sampler_interval=10.0))
@@ -681,11 +761,14 @@ def bursts_then_waits(rng: random.Random, bursts: int) -> None:
         time.sleep(0.002 * (0.5 + rng.random()))
 
 
-def test_cpu_bursts_shorter_than_the_switch_interval_are_not_read_as_waiting() -> None:
-    # A request computing ~3 ms between ~2 ms waits (~60 % computing). The sampling thread
-    # gets the GIL only when the request blocks, so each sample's stack is a wait; before
-    # the sample stood for the state when its tick was due, the tree read 0 % computing.
-    sampler = StackSampler()
+def test_cpu_bursts_shorter_than_the_switch_interval_are_not_read_as_waiting(
+    backend: str,
+) -> None:
+    # A request computing ~3 ms between ~2 ms waits (~60 % computing). The Python sampling
+    # thread gets the GIL only when the request blocks, so each sample's stack is a wait;
+    # before the sample stood for the state when its tick was due, the tree read 0 %
+    # computing. The native reader reads the stack at the due time, GIL or not.
+    sampler = StackSampler(native_reader() if backend == "native" else None)
     rng = random.Random(3)
     records: list[tuple[list[str], float]] = []
     try:
@@ -699,10 +782,13 @@ def test_cpu_bursts_shorter_than_the_switch_interval_are_not_read_as_waiting() -
     computing = sum(elapsed for stack, elapsed in records if stack[-1] != WAIT_FRAME)
     unseen = sum(elapsed for stack, elapsed in records if stack[-1] == CPU_FRAME)
     assert len(records) >= 20
+    assert 0.25 * total < computing < 0.95 * total, (computing, total)
+    if backend == "native":
+        assert unseen == 0  # never late: the state is the thread's at the due time
+        return
     # The [cpu] frame stands under the deepest frame that was on the stack at the previous
     # sample too (at a request's first sample: the frame that began it).
     parents = [stack[-2].split("\x00")[0] for stack, _ in records if stack[-1] == CPU_FRAME]
     assert set(parents) <= {"bursts_then_waits", sys._getframe().f_code.co_name}
     assert parents.count("bursts_then_waits") >= len(parents) - 4
     assert unseen > 0
-    assert 0.25 * total < computing < 0.95 * total, (computing, total)
