@@ -148,7 +148,7 @@ copy_string(CodeEntry *entry, int which, uintptr_t address)
     if (length < 0) {
         return -1;
     }
-    if (length * kind > MAX_NAME) {
+    if (length > MAX_NAME / kind) {
         length = MAX_NAME / kind;
     }
     uintptr_t data = address + (ascii->state.ascii ? sizeof(PyASCIIObject)
@@ -221,6 +221,7 @@ typedef struct {
     int used;
     uint64_t serial; /* the handle's other half: a slot reused is not the old request */
     uintptr_t tstate;
+    uintptr_t root_frame; /* the thread's outermost frame when it registered */
     clockid_t cpu_clock;
     int has_cpu_clock;
     double started, last, next_due, interval, deadline, cpu_last;
@@ -295,9 +296,11 @@ static uint32_t walk_codes[MAX_DEPTH];
 static char chunk_copy[CHUNK_COPY];
 
 /* The code objects of `tstate`'s stack, innermost first, into walk_codes; the depth, or
- * -1 if the stack could not be read consistently. */
+ * -1 if the stack could not be read consistently: a frame that was not a frame, or a walk
+ * that did not end at `root_frame` (the thread's outermost frame, which outlives the
+ * request): e.g. a generator's frame read just after it suspended, its caller unlinked. */
 static int
-read_stack(uintptr_t tstate)
+read_stack(uintptr_t tstate, uintptr_t root_frame)
 {
     PyThreadState ts;
     if (safe_read(&ts, tstate, sizeof ts) != 0 || ts.cframe == NULL) {
@@ -315,12 +318,16 @@ read_stack(uintptr_t tstate)
         safe_read(chunk_copy, chunk_start, chunk_end - chunk_start) != 0) {
         chunk_end = chunk_start = 0;
     }
+    size_t copied = chunk_end - chunk_start;
     int depth = 0;
     uintptr_t address = (uintptr_t)cframe.current_frame;
+    uintptr_t outermost = 0;
     while (address != 0 && depth < MAX_DEPTH) {
         _PyInterpreterFrame copy;
         const _PyInterpreterFrame *frame;
-        if (address >= chunk_start && address + sizeof copy <= chunk_end) {
+        /* (Written so that no garbage address, read from a torn frame, can overflow.) */
+        if (address >= chunk_start && copied >= sizeof copy &&
+            address - chunk_start <= copied - sizeof copy) {
             frame = (const _PyInterpreterFrame *)(chunk_copy + (address - chunk_start));
         }
         else if (safe_read(&copy, address, sizeof copy) == 0) {
@@ -329,11 +336,15 @@ read_stack(uintptr_t tstate)
         else {
             return -1;
         }
+        outermost = address;
         walk[depth].code = (uintptr_t)frame->f_code;
         walk[depth].prev_instr = frame->prev_instr;
         walk[depth].owner = frame->owner;
         depth++;
         address = (uintptr_t)frame->previous;
+    }
+    if (depth > 0 && depth < MAX_DEPTH && outermost != root_frame) {
+        return -1; /* cut short (a deeper stack keeps its innermost MAX_DEPTH frames) */
     }
     /* The code objects: fields up to co_code_adaptive (the first instruction's address
      * tells an incomplete frame, one still being set up, which tracebacks skip too). */
@@ -422,9 +433,9 @@ sample_all(void)
             continue;
         }
         int holds_gil = thread_holds_gil(request->tstate);
-        int depth = read_stack(request->tstate);
+        int depth = read_stack(request->tstate, request->root_frame);
         if (depth < 0) {
-            depth = read_stack(request->tstate);
+            depth = read_stack(request->tstate, request->root_frame);
         }
         double at = monotonic();
         if (depth < 0) {
@@ -585,6 +596,11 @@ py_register(PyObject *self, PyObject *args)
         return NULL;
     }
     PyThreadState *tstate = PyThreadState_Get();
+    /* This thread's outermost frame (its own stack, read with the GIL: no tearing). */
+    _PyInterpreterFrame *root = tstate->cframe->current_frame;
+    while (root != NULL && root->previous != NULL) {
+        root = root->previous;
+    }
     clockid_t cpu_clock;
     int has_cpu_clock = pthread_getcpuclockid(pthread_self(), &cpu_clock) == 0;
     double now = monotonic();
@@ -612,6 +628,7 @@ py_register(PyObject *self, PyObject *args)
     request->used = 1;
     request->serial = next_serial++;
     request->tstate = (uintptr_t)tstate;
+    request->root_frame = (uintptr_t)root;
     request->cpu_clock = cpu_clock;
     request->has_cpu_clock = has_cpu_clock;
     request->cpu_last = cpu_now;
