@@ -510,15 +510,16 @@ run(void *unused)
         struct timespec at;
         at.tv_sec = (time_t)due;
         at.tv_nsec = (long)((due - (double)at.tv_sec) * 1e9);
-        int timed_out = pthread_cond_timedwait(&wake, &lock, &at) == ETIMEDOUT;
+        int woken = pthread_cond_timedwait(&wake, &lock, &at) != ETIMEDOUT;
         sleeping_until = 0.0;
-        if (!timed_out) {
-            if (!stopping && monotonic() < due) {
-                due = monotonic(); /* ticks at the new interval from now */
-            }
+        if (stopping) {
+            break;
+        }
+        if (woken && monotonic() < due) {
+            due = monotonic(); /* woken early: ticks at the new interval from now */
             continue;
         }
-        if (!stopping && n_active) {
+        if (n_active) {
             sample_all();
         }
     }

@@ -100,10 +100,11 @@ def test_a_sample_is_waiting_exactly_when_the_thread_is_off_the_cpu(sampler: Sta
     # Half and half; read at the due time, so only the phase of the ticks blurs it.
     assert 0.3 * total < waiting < 0.7 * total, (waiting, total)
     running = [names(stack)[-1] for stack, _ in records if stack[-1] != WAIT_FRAME]
-    for stack, _ in records:
-        if stack[-1] == WAIT_FRAME:
-            assert names(stack)[-2] == "work"  # time.sleep is C: under its caller
-    # (A tick between the spin and the sleep finds work() itself holding the GIL.)
+    waits = [names(stack)[-2] for stack, _ in records if stack[-1] == WAIT_FRAME]
+    # time.sleep is C: its wait is under its caller. (A tick between the spin and the sleep
+    # finds work() itself holding the GIL; on a loaded machine, one may find spin() waiting
+    # for the GIL that another thread of the process took: a wait there too.)
+    assert waits.count("work") >= 0.8 * len(waits), waits
     assert running.count("spin") >= 0.8 * len(running), running
 
 
