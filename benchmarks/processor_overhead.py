@@ -19,7 +19,9 @@ Two parts, both printed as ratios:
    Variants: no tracing; OTel only (Flask instrumentation + BatchSpanProcessor to an exporter
    that drops); OTel + our processor at sampling rate 0, at defaults (``ProfilerConfig()``:
    the sampling thread at 100 Hz, rate 1.0 capped at 10 profiles/s), at rate 1.0 uncapped
-   (``ours_sampler``), and at rate 1.0 uncapped with pyinstrument's per-call hook at 1 kHz
+   (``ours_sampler``: the native stack reader where it is built; ``ours_pysampler``: the
+   same with the Python sampling thread), and at rate 1.0 uncapped with pyinstrument's
+   per-call hook at 1 kHz
    (``ours_hook``, ``profiler_mode="pyinstrument"``); pyinstrument's own per-request
    recipe (OTel + a Profiler started/stopped in before/after_request, its tree built); Sentry
    (``sentry-sdk`` with tracing and profiling at 1.0, a transport that drops; Sentry does its
