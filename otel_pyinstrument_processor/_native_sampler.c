@@ -16,7 +16,8 @@
  * thread's frames are mostly read in one copy of its data stack chunk, a near-instant
  * snapshot; a computing thread changes its innermost frames every microsecond, so a stack
  * is not required to be unchanged after the walk (it never would be): every frame's code
- * object read must be a code object, or the walk is retried once, then dropped.
+ * object read must be a code object and the walk must end at the thread's outermost frame
+ * (read_stack), or the walk is retried once, then dropped.
  *
  * A sample is a list of indices into a table of the code objects seen (by address, with
  * their name, file and first line copied out, and checked again at every sighting, so that

@@ -56,6 +56,7 @@ from typing import Any
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from pyinstrument.frame_info import ATTRIBUTE_MARKER_CLASS_NAME, ATTRIBUTES_SEP, IDENTIFIER_SEP
 
+from otel_pyinstrument_processor.config import SAMPLER_BACKENDS
 from otel_pyinstrument_processor.tree_builder import StackAggregator
 
 _logger = logging.getLogger(__name__)
@@ -840,11 +841,11 @@ if hasattr(os, "register_at_fork"):
 
 
 def shared_sampler(backend: str = "auto") -> StackSampler:
-    """The process's sampler for ``backend`` (``auto``, ``native`` or ``python``; ``auto``:
+    """The process's sampler for ``backend`` (one of :data:`SAMPLER_BACKENDS`; ``auto``:
     native where available, else python), created on first use; its thread starts on the
     first request. Raises ValueError for ``native`` where it is not available."""
-    if backend not in ("auto", "native", "python"):
-        raise ValueError(f"sampler_backend must be auto, native or python, got {backend!r}")
+    if backend not in SAMPLER_BACKENDS:
+        raise ValueError(f"sampler_backend must be one of {SAMPLER_BACKENDS}, got {backend!r}")
     native = None if backend == "python" else native_reader()
     if backend == "native" and native is None:
         raise ValueError(f"sampler_backend native is not available: {_native_error}")
