@@ -55,6 +55,10 @@ def _send_traffic(receiver_endpoint: str, key: str, version: str) -> int:
     with pytest.MonkeyPatch.context() as mp:
         # Read by configure() when the shop starts: the records carry this version.
         mp.setenv("OTEL_RESOURCE_ATTRIBUTES", f"service.version={version}")
+        # The sales report's upstream wait (0.12 s by default) made 0.3 s: the pages' tests
+        # expect it to be the slowest endpoint, and on a loaded machine the N+1 /api/orders,
+        # profiled by pyinstrument's hook, once took longer than 0.12 s (seen in CI).
+        mp.setenv("DEMO_UPSTREAM_DELAY", "0.3")
         with running_shop(receiver_endpoint, key, "shop-ui") as (base, provider):
             for path in TRAFFIC:
                 # the 404 and the 500 are part of the traffic
